@@ -1,0 +1,244 @@
+"""The base shared by every margin head: class centres, float32 cosines, labels, sub-centres."""
+
+import keras
+from keras import ops
+
+from keras_margins._validation import check_float, check_int
+
+# Squared-sine floor used wherever sqrt(1 - cos^2) or acos(cos) is needed. It is float32's
+# machine epsilon: the smallest non-zero value 1 - cos^2 can take for a float32 cosine, so the
+# floor changes no value that float32 can resolve, and it bounds the derivative of the angle by
+# 1 / sqrt(eps) ~ 2.9e3 instead of letting it reach infinity at cos = +-1.
+SIN2_EPS = 1.1920929e-07
+
+# Floor for vector norms before dividing by them (an all-zero embedding or kernel column).
+NORM_EPS = 1e-12
+
+
+def safe_arccos(cos):
+    """``arccos`` with a finite derivative everywhere (float32).
+
+    The cosine is clipped to ``[-1 + eps, 1 - eps]`` with ``eps`` = float32's machine epsilon:
+    the clip leaves every representable cosine strictly inside (-1, 1) unchanged and gives a zero
+    gradient at exactly +-1, where the derivative of ``arccos`` is infinite.
+    """
+    return ops.arccos(ops.clip(cos, -1.0 + SIN2_EPS, 1.0 - SIN2_EPS))
+
+
+def l2_normalize(x, axis=-1):
+    """``x / ||x||`` along ``axis`` with a floored norm, so a zero vector stays finite."""
+    sq = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(sq, NORM_EPS))
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class MarginHead(keras.layers.Layer):
+    """Base layer of every cosine-based margin head.
+
+    Owns the class-centre kernel of shape ``(embedding_dim, num_classes * sub_centers)``
+    (column ``c * sub_centers + k`` is sub-centre ``k`` of class ``c``), computes the cosines
+    between L2-normalized embeddings and kernel columns in float32 whatever the dtype policy,
+    takes the maximum over each class's sub-centres, and writes each sample's target logit back
+    in place of its target cosine. Subclasses only define :meth:`target_logit`.
+
+    Called as ``head([embeddings, labels])`` it returns ``scale * logits`` with the margin applied
+    to each sample's target class (training); called as ``head(embeddings)`` it returns
+    ``scale * cos`` (inference, closed-set prediction). Logits are always float32.
+
+    Labels are integer class ids of shape ``(B,)`` or ``(B, 1)`` (any integer dtype; float
+    values holding integers are accepted too, as Keras may feed them) or one-hot / soft labels of
+    shape ``(B, num_classes)`` (the arg-max is used). A label outside ``[0, num_classes)`` cannot be
+    checked without Python control flow on tensor values (which would break XLA), so it turns the
+    whole logit row of that sample into NaN: the loss becomes NaN rather than a plausible number.
+
+    Args:
+        num_classes: Number of classes (identities). Must be >= 1.
+        scale: The scale ``s`` multiplying every logit. ``None`` is allowed only by heads that
+            use the embedding norm instead (SphereFace).
+        sub_centers: Number of sub-centres ``K`` per class (sub-center ArcFace). Defaults to 1.
+        kernel_initializer: Initializer of the class centres. Defaults to ``"glorot_uniform"``.
+        kernel_regularizer: Optional regularizer of the class centres. Defaults to ``None``.
+        kernel_constraint: Optional constraint of the class centres. Defaults to ``None``.
+        **kwargs: Base layer arguments (``name``, ``dtype``, ``trainable``).
+    """
+
+    #: Whether ``scale=None`` (use ``||x||`` as the scale) is allowed for this head.
+    allows_norm_scale = False
+
+    def __init__(
+        self,
+        num_classes,
+        scale=64.0,
+        sub_centers=1,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        kernel_constraint=None,
+        **kwargs,
+    ):
+        # The head computes in float32 itself: Keras must not cast its inputs or kernel to a
+        # float16 compute dtype first (that would lose the cosine's precision before we start).
+        kwargs["autocast"] = False
+        super().__init__(**kwargs)
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        if scale is None and self.allows_norm_scale:
+            self.scale = None
+        else:
+            if scale is None:
+                raise ValueError(
+                    f"`scale` must be a positive number for {type(self).__name__}. "
+                    f"Received: scale={scale}"
+                )
+            self.scale = check_float("scale", scale, low=0.0, low_open=True)
+        self.sub_centers = check_int("sub_centers", sub_centers, minimum=1)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.supports_masking = False
+
+    # ------------------------------------------------------------------ building
+    @staticmethod
+    def _split_shapes(input_shape):
+        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
+            input_shape[0], (list, tuple)
+        ):
+            if len(input_shape) != 2:
+                raise ValueError(
+                    "A margin head takes `embeddings` or `[embeddings, labels]`. "
+                    f"Received {len(input_shape)} inputs with shapes {input_shape}"
+                )
+            return tuple(input_shape[0]), tuple(input_shape[1])
+        return tuple(input_shape), None
+
+    def _check_embedding_shape(self, shape):
+        if len(shape) != 2:
+            raise ValueError(
+                "`embeddings` must be rank 2, of shape (batch_size, embedding_dim). "
+                f"Received: embeddings.shape={shape}"
+            )
+
+    def build(self, input_shape):
+        emb_shape, _ = self._split_shapes(input_shape)
+        self._check_embedding_shape(emb_shape)
+        if emb_shape[-1] is None:
+            raise ValueError(
+                "The last dimension of `embeddings` (embedding_dim) must be known. "
+                f"Received: embeddings.shape={emb_shape}"
+            )
+        self.embedding_dim = int(emb_shape[-1])
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.embedding_dim, self.num_classes * self.sub_centers),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            autocast=False,
+        )
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        emb_shape, _ = self._split_shapes(input_shape)
+        return (emb_shape[0], self.num_classes)
+
+    # ------------------------------------------------------------------ the shared computation
+    def cosine(self, embeddings):
+        """Float32 cosines between embeddings and classes, shape ``(B, num_classes)``.
+
+        With sub-centres, a class's cosine is the maximum over its ``K`` sub-centres. The kernel
+        columns are not rewritten normalized: the product with the raw kernel is scaled by the
+        inverse column norms, which costs ``B * C`` instead of ``D * C`` operations.
+        """
+        x = l2_normalize(ops.cast(embeddings, "float32"))
+        w = ops.cast(self.kernel, "float32")
+        inv_norm = ops.rsqrt(ops.maximum(ops.sum(ops.square(w), axis=0), NORM_EPS))
+        cos = ops.matmul(x, w) * inv_norm
+        if self.sub_centers > 1:
+            cos = ops.max(ops.reshape(cos, (-1, self.num_classes, self.sub_centers)), axis=-1)
+        return ops.clip(cos, -1.0, 1.0)
+
+    def logit_scale(self, embeddings):
+        """The factor multiplying the cosines: ``scale``, or ``||x||`` per sample (B, 1)."""
+        if self.scale is not None:
+            return ops.convert_to_tensor(self.scale, dtype="float32")
+        x = ops.cast(embeddings, "float32")
+        return ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), NORM_EPS))
+
+    def prepare_labels(self, labels, batch_size=None):
+        """Integer class ids of shape ``(B,)`` from any accepted label form."""
+        shape = tuple(labels.shape)
+        rank = len(shape)
+        if rank == 2 and shape[-1] == self.num_classes and self.num_classes > 1:
+            labels = ops.argmax(labels, axis=-1)
+        elif rank == 2 and shape[-1] == 1:
+            labels = ops.reshape(labels, (-1,))
+        elif rank != 1:
+            raise ValueError(
+                "`labels` must be integer class ids of shape (batch_size,) or (batch_size, 1), "
+                f"or one-hot of shape (batch_size, {self.num_classes}). "
+                f"Received: labels.shape={shape}"
+            )
+        if batch_size is not None and shape[0] is not None and shape[0] != batch_size:
+            raise ValueError(
+                "`labels` must have one entry per embedding. Received: "
+                f"labels.shape={shape} for embeddings with batch size {batch_size}"
+            )
+        dtype = keras.backend.standardize_dtype(labels.dtype)
+        if "float" in dtype:
+            labels = ops.round(labels)
+        return ops.cast(labels, "int32")
+
+    def call(self, inputs, training=None):
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) != 2:
+                raise ValueError(
+                    "A margin head takes `embeddings` or `[embeddings, labels]`. "
+                    f"Received {len(inputs)} inputs"
+                )
+            embeddings, labels = inputs
+        else:
+            embeddings, labels = inputs, None
+        self._check_embedding_shape(tuple(embeddings.shape))
+        cos = self.cosine(embeddings)
+        scale = self.logit_scale(embeddings)
+        if labels is None:
+            return cos * scale
+
+        labels = self.prepare_labels(labels, batch_size=embeddings.shape[0])
+        valid = ops.logical_and(labels >= 0, labels < self.num_classes)
+        index = ops.clip(labels, 0, self.num_classes - 1)
+        cos_y = ops.take_along_axis(cos, index[:, None], axis=1)[:, 0]
+        target = self.target_logit(cos_y, embeddings=embeddings, training=training)
+        is_target = ops.expand_dims(ops.arange(self.num_classes, dtype="int32"), 0) == index[:, None]
+        logits = self.combine(cos, target, is_target, training=training)
+        # An out-of-range label turns its row into NaN through the per-row factor (no extra
+        # (B, C) pass): the loss is then NaN, never a plausible number.
+        nan = ops.convert_to_tensor(float("nan"), dtype="float32")
+        row_factor = ops.where(valid, ops.ones_like(cos_y), nan)[:, None]
+        return logits * (scale * row_factor)
+
+    def combine(self, cos, target, is_target, training=None):
+        """Put each sample's target logit (in cosine units) in place of its target cosine."""
+        return ops.where(is_target, target[:, None], cos)
+
+    def target_logit(self, cos_y, embeddings=None, training=None):
+        """The head's target value ``f(cos θ_y)`` in cosine units (before the scale).
+
+        Args:
+            cos_y: float32 tensor ``(B,)`` of target cosines, clipped to [-1, 1].
+            embeddings: the raw embeddings (for heads that need the feature norm).
+            training: Keras training flag.
+        """
+        return cos_y
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "scale": self.scale,
+                "sub_centers": self.sub_centers,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+            }
+        )
+        return config

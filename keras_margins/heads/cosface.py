@@ -1,0 +1,61 @@
+"""CosFace (LMCL) / AM-Softmax: an additive cosine margin."""
+
+import keras
+
+from keras_margins._validation import check_float
+from keras_margins.heads.base import MarginHead
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class CosFace(MarginHead):
+    """CosFace / AM-Softmax head: an additive margin on the target cosine.
+
+        target logit     = s * (cos(theta_y) - m)
+        non-target logit = s * cos(theta_j)
+
+    The CosFace paper uses ``m = 0.35, s = 64`` (accuracy peaks at 0.35 and training stops
+    converging past about 0.45); AM-Softmax uses ``m = 0.35, s = 30``.
+
+    Args:
+        num_classes: Number of classes. Must be >= 1.
+        scale: The scale ``s``, > 0. Defaults to 64.0.
+        margin: The cosine margin ``m``, in ``[0, 2)`` (past 2 no target can win). Defaults to
+            0.35.
+        sub_centers: Sub-centres per class (class cosine = max over them). Defaults to 1.
+        **kwargs: ``kernel_initializer``, ``kernel_regularizer``, ``kernel_constraint`` and the
+            base layer arguments.
+
+    Call arguments:
+        inputs: ``[embeddings, labels]`` in training (``embeddings`` ``(B, D)``; ``labels``
+            integer ``(B,)`` / ``(B, 1)`` or one-hot ``(B, num_classes)``), or ``embeddings``
+            alone for ``s * cos`` at inference.
+
+    Returns:
+        float32 logits of shape ``(B, num_classes)``, for
+        ``SparseCategoricalCrossentropy(from_logits=True)``.
+
+    Example:
+
+    >>> import numpy as np, keras_margins as km
+    >>> head = km.CosFace(num_classes=10)
+    >>> x = np.random.rand(4, 8).astype("float32")
+    >>> head([x, np.array([0, 1, 2, 3])]).shape
+    (4, 10)
+
+    Reference:
+        Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face Recognition", CVPR 2018
+        (arXiv 1801.09414); Wang et al., "Additive Margin Softmax for Face Verification",
+        IEEE SPL 2018 (arXiv 1801.05599).
+    """
+
+    def __init__(self, num_classes, scale=64.0, margin=0.35, sub_centers=1, **kwargs):
+        super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
+        self.margin = check_float("margin", margin, low=0.0, high=2.0, high_open=True)
+
+    def target_logit(self, cos_y, embeddings=None, training=None):
+        return cos_y - self.margin
+
+    def get_config(self):
+        config = super().get_config()
+        config["margin"] = self.margin
+        return config
