@@ -140,19 +140,25 @@ class MarginHead(keras.layers.Layer):
         return (emb_shape[0], self.num_classes)
 
     # ------------------------------------------------------------------ the shared computation
-    def cosine(self, embeddings):
+    def cosine(self, embeddings, kernel=None):
         """Float32 cosines between embeddings and classes, shape ``(B, num_classes)``.
 
         With sub-centres, a class's cosine is the maximum over its ``K`` sub-centres. The kernel
         columns are not rewritten normalized: the product with the raw kernel is scaled by the
         inverse column norms, which costs ``B * C`` instead of ``D * C`` operations.
+
+        Args:
+            embeddings: ``(B, D)`` embeddings, any float dtype.
+            kernel: Optional ``(D, C' * K)`` subset of the class centres to use instead of the
+                whole kernel (Partial FC samples one per step). Defaults to ``self.kernel``.
         """
         x = l2_normalize(ops.cast(embeddings, "float32"))
-        w = ops.cast(self.kernel, "float32")
+        w = ops.cast(self.kernel if kernel is None else kernel, "float32")
         inv_norm = ops.rsqrt(ops.maximum(ops.sum(ops.square(w), axis=0), NORM_EPS))
         cos = ops.matmul(x, w) * inv_norm
         if self.sub_centers > 1:
-            cos = ops.max(ops.reshape(cos, (-1, self.num_classes, self.sub_centers)), axis=-1)
+            num_classes = w.shape[1] // self.sub_centers
+            cos = ops.max(ops.reshape(cos, (-1, num_classes, self.sub_centers)), axis=-1)
         return ops.clip(cos, -1.0, 1.0)
 
     def logit_scale(self, embeddings):
@@ -196,18 +202,28 @@ class MarginHead(keras.layers.Layer):
             embeddings, labels = inputs
         else:
             embeddings, labels = inputs, None
+        return self.compute_logits(embeddings, labels, training=training)
+
+    def compute_logits(self, embeddings, labels=None, kernel=None, training=None):
+        """The head's logits for ``embeddings`` (and ``labels``), optionally on a kernel subset.
+
+        This is ``call`` without the input unpacking. With ``kernel`` (shape
+        ``(D, C' * sub_centers)``, e.g. the class centres Partial FC sampled for this step) the
+        logits cover those ``C'`` classes only and ``labels`` must index into them.
+        """
         self._check_embedding_shape(tuple(embeddings.shape))
-        cos = self.cosine(embeddings)
+        num_classes = self.num_classes if kernel is None else kernel.shape[1] // self.sub_centers
+        cos = self.cosine(embeddings, kernel)
         scale = self.logit_scale(embeddings)
         if labels is None:
             return cos * scale
 
         labels = self.prepare_labels(labels, batch_size=embeddings.shape[0])
-        valid = ops.logical_and(labels >= 0, labels < self.num_classes)
-        index = ops.clip(labels, 0, self.num_classes - 1)
+        valid = ops.logical_and(labels >= 0, labels < num_classes)
+        index = ops.clip(labels, 0, num_classes - 1)
         cos_y = ops.take_along_axis(cos, index[:, None], axis=1)[:, 0]
         target = self.target_logit(cos_y, embeddings=embeddings, training=training)
-        is_target = ops.expand_dims(ops.arange(self.num_classes, dtype="int32"), 0) == index[:, None]
+        is_target = ops.expand_dims(ops.arange(num_classes, dtype="int32"), 0) == index[:, None]
         logits = self.combine(cos, target, is_target, training=training)
         # An out-of-range label turns its row into NaN through the per-row factor (no extra
         # (B, C) pass): the loss is then NaN, never a plausible number.
