@@ -1,0 +1,795 @@
+"""Real-data loaders that work on a machine with no download.
+
+* :func:`load_digits` -- scikit-learn's bundled 8x8 digits (always available).
+* :func:`load_fashion_mnist` -- Keras's downloader when online, else the Debian package
+  ``dataset-fashion-mnist``, else the digits; the result says which source was used.
+* :func:`open_set_split` -- "train on some classes, verify on unseen ones".
+* :func:`load_glyphs` -- an open-set benchmark with many identities: characters rendered from the
+  fonts installed on the machine (each character an identity, each font a sample), cached.
+
+Images come back as float32 in ``[0, 1]`` with shape ``(N, H, W, 1)`` (or ``(N, H * W)`` with
+``flat=True``); labels as int32.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import numpy as np
+
+from keras_margins._validation import check_choice, check_float, check_int
+
+__all__ = [
+    "Dataset",
+    "OpenSetSplit",
+    "FASHION_MNIST_CLASSES",
+    "GLYPH_CHARACTERS",
+    "find_fonts",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_glyphs",
+    "open_set_split",
+    "read_idx",
+]
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FONT_PACKAGES = (
+    "fonts-dejavu-core fonts-noto-core fonts-urw-base35 fonts-liberation fonts-freefont-ttf"
+)
+_APT_HINT = f"sudo apt-get update && sudo apt-get install -y {FONT_PACKAGES}"
+
+# Default identities of the glyph benchmark: Latin letters and digits, then the Greek and
+# Cyrillic letters that do not look like one of the characters already in the set (Greek
+# Alpha, Cyrillic A and Latin A would be three labels for one image). Left out on purpose:
+# Latin l (= I in sans-serif fonts); Greek A B E Z H I K M N O P T Y X o nu; Cyrillic A B
+# G(=Gamma) E K M N O P(=Pi) R S T U F(=Phi) X Ze(=3), a e o p s u x k(=kappa) ze(=3-like), and
+# i pe te, whose italic forms are Latin u n m in a quarter of the fonts.
+GLYPH_CHARACTERS = (
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "abcdefghijkmnopqrstuvwxyz"  # no "l": it is "I" in sans-serif fonts
+    "0123456789"
+    "\u0393\u0394\u0398\u039b\u039e\u03a0\u03a3\u03a6\u03a8\u03a9"  # Greek capitals
+    "\u03b1\u03b2\u03b3\u03b4\u03b5\u03b6\u03b7\u03b8\u03b9\u03ba\u03bb\u03bc\u03be"
+    "\u03c0\u03c1\u03c2\u03c3\u03c4\u03c5\u03c6\u03c7\u03c8\u03c9"  # Greek small
+    "\u0411\u0414\u0401\u0416\u0418\u0419\u041b\u0426\u0427\u0428\u0429\u042a\u042b"
+    "\u042c\u042d\u042e\u042f"  # Cyrillic capitals
+    "\u0431\u0432\u0433\u0434\u0451\u0436\u0439\u043b\u043c\u043d"
+    "\u0444\u0446\u0447\u0448\u0449\u044a\u044b\u044c\u044d\u044e\u044f"  # Cyrillic small
+)
+
+# Code points that no text font maps: an unassigned Greek code point and a plane-16 private-use
+# one. A font renders them with its ".notdef" glyph (a box, or nothing), which is what it would
+# draw for any character it lacks.
+_ABSENT_CODE_POINTS = ("\u0378", "\U0010fffd")
+_GLYPH_CACHE_VERSION = 1
+# Light augmentation: rotation in degrees, relative scale change, shift as a fraction of the side.
+_MAX_ROTATION, _MAX_SCALE, _MAX_SHIFT = 5.0, 0.06, 0.04
+_FONT_EXTENSIONS = (".ttf", ".otf")
+
+
+@dataclasses.dataclass(eq=False)
+class Dataset:
+    """A closed-set dataset: train and test share one label space.
+
+    Unpacks like Keras's loaders: ``(x_train, y_train), (x_test, y_test) = dataset``.
+
+    Attributes:
+        x_train, y_train, x_test, y_test: float32 images in ``[0, 1]`` and int32 labels.
+        source: Where the data came from (``"keras"``, ``"debian"``, ``"digits"``).
+        class_names: Name of each label.
+        info: Details (for a fallback: why each earlier source failed).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    class_names: tuple = ()
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(((self.x_train, self.y_train), (self.x_test, self.y_test)))
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    def open_set(self, num_held_out, seed=0):
+        """Pool train and test, then hold out ``num_held_out`` whole classes.
+
+        See `open_set_split`.
+        """
+        x = np.concatenate([self.x_train, self.x_test])
+        y = np.concatenate([self.y_train, self.y_test])
+        split = open_set_split(x, y, num_held_out, seed=seed, class_names=self.class_names)
+        split.source = self.source
+        return split
+
+
+@dataclasses.dataclass(eq=False)
+class OpenSetSplit:
+    """An open-set split: the test classes (identities) never appear in training.
+
+    Labels are renumbered ``0..n-1`` on each side; ``train_classes[y_train]`` and
+    ``test_classes[y_test]`` give back the original class ids. Unpacks like `Dataset`.
+
+    Attributes:
+        x_train, y_train: Samples of the training classes, labels in ``[0, num_train_classes)``.
+        x_test, y_test: Samples of the held-out classes, labels in ``[0, num_test_classes)``.
+        train_classes, test_classes: Original class ids, disjoint, sorted.
+        train_names, test_names: Their names (empty if none were given).
+        source: Where the data came from.
+        info: Details (for the glyphs: fonts, font of each sample, timing, cache file).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    train_classes: np.ndarray
+    test_classes: np.ndarray
+    train_names: tuple = ()
+    test_names: tuple = ()
+    source: str = ""
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(((self.x_train, self.y_train), (self.x_test, self.y_test)))
+
+    @property
+    def num_train_classes(self):
+        return len(self.train_classes)
+
+    @property
+    def num_test_classes(self):
+        return len(self.test_classes)
+
+
+# --------------------------------------------------------------------------------------------
+# IDX files (the MNIST / Fashion-MNIST format)
+# --------------------------------------------------------------------------------------------
+
+_IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path):
+    """Read an IDX file (plain or gzip-compressed) into a NumPy array.
+
+    The format: two zero bytes, a type code (``0x08`` uint8, ``0x09`` int8, ``0x0B`` int16,
+    ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64), the number of dimensions ``d``, then
+    ``d`` big-endian uint32 sizes and the values, big-endian, in C order.
+
+    Args:
+        path: Path of the file; gzip compression is detected from its first bytes.
+
+    Returns:
+        The array, in native byte order.
+
+    Raises:
+        ValueError: If the file is not a valid IDX file (bad magic number, unknown type, size
+            that does not match the header, truncated gzip stream).
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels.idx1-ubyte")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 2, 9]))
+    >>> read_idx(path).tolist()
+    [7, 2, 9]
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, gzip.BadGzipFile) as err:
+            raise ValueError(f"Corrupt IDX file {path!r}: cannot decompress gzip data ({err})")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(
+            f"Corrupt IDX file {path!r}: the magic number must start with two zero bytes. "
+            f"Received: {raw[:4].hex() or 'an empty file'}"
+        )
+    code, ndim = raw[2], raw[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(
+            f"Corrupt IDX file {path!r}: unknown data type code 0x{code:02x} in the magic number"
+        )
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise ValueError(f"Corrupt IDX file {path!r}: truncated header ({ndim} dimensions)")
+    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[code]
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"Corrupt IDX file {path!r}: the header announces shape {shape} "
+            f"({expected} bytes of data) but the file holds {len(raw) - header} bytes"
+        )
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return data.astype(dtype.newbyteorder("="))
+
+
+# --------------------------------------------------------------------------------------------
+# Digits and Fashion-MNIST
+# --------------------------------------------------------------------------------------------
+
+
+def _as_images(x, flat):
+    x = np.asarray(x, dtype=np.float32)
+    if flat:
+        return x.reshape(len(x), -1)
+    return x.reshape(*x.shape[:3], 1)
+
+
+def load_digits(flat=False, test_size=0.3, seed=0):
+    """scikit-learn's bundled handwritten digits (1797 images, 8x8, 10 classes), split.
+
+    No download. Pixels are scaled from ``0..16`` to ``[0, 1]``; the split is stratified.
+
+    Args:
+        flat: Return ``(N, 64)`` vectors instead of ``(N, 8, 8, 1)`` images.
+            Defaults to ``False``.
+        test_size: Fraction of the samples in the test set, in ``(0, 1)``. Defaults to ``0.3``.
+        seed: Seed of the split. Defaults to ``0``.
+
+    Returns:
+        A `Dataset` with ``source="digits"``.
+
+    Example:
+
+    >>> data = load_digits()
+    >>> data.x_train.shape[1:], data.source, data.num_classes
+    ((8, 8, 1), 'digits', 10)
+    """
+    flat = bool(flat)
+    test_size = check_float("test_size", test_size, 0.0, 1.0, low_open=True, high_open=True)
+    seed = check_int("seed", seed, minimum=0)
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_load_digits()
+    x = bunch.images / 16.0
+    y = bunch.target.astype(np.int32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_size, random_state=seed, stratify=y
+    )
+    return Dataset(
+        _as_images(x_train, flat),
+        y_train,
+        _as_images(x_test, flat),
+        y_test,
+        source="digits",
+        class_names=tuple(str(i) for i in range(10)),
+    )
+
+
+def _load_fashion_mnist_keras(timeout):
+    """Keras's downloader (or its local copy under ``~/.keras/datasets``)."""
+    import keras
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        return keras.datasets.fashion_mnist.load_data()
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _idx_path(directory, stem):
+    for name in (stem + ".gz", stem):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"{stem}[.gz] not found in {directory!r}")
+
+
+def _load_fashion_mnist_debian(directory):
+    """The IDX files of the Debian package ``dataset-fashion-mnist``."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"{directory!r} does not exist (install it with "
+            "`sudo apt-get install -y dataset-fashion-mnist`)"
+        )
+    arrays = []
+    for part in ("train", "t10k"):
+        x = read_idx(_idx_path(directory, f"{part}-images-idx3-ubyte"))
+        y = read_idx(_idx_path(directory, f"{part}-labels-idx1-ubyte"))
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise ValueError(
+                f"Fashion-MNIST {part} files in {directory!r} do not match: images {x.shape}, "
+                f"labels {y.shape}"
+            )
+        arrays.append((x, y))
+    return tuple(arrays)
+
+
+def load_fashion_mnist(
+    source="auto", flat=False, data_dir=None, allow_download=True, download_timeout=20.0
+):
+    """Fashion-MNIST (70000 28x28 grayscale images of 10 clothing classes), from where it can.
+
+    With ``source="auto"`` the sources are tried in this order, and the first that works is
+    used: Keras's downloader (``keras.datasets.fashion_mnist.load_data()``, which also reads
+    its copy under ``~/.keras/datasets``); the IDX files of the Debian package
+    ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); scikit-learn's bundled
+    digits (8x8 images, 10 classes, so the script still runs -- check ``source`` or the image
+    shape). ``info["fallback_reasons"]`` says why each skipped source failed.
+
+    Args:
+        source: ``"auto"``, ``"keras"``, ``"debian"`` or ``"digits"``; a named source that
+            fails raises its error. Defaults to ``"auto"``.
+        flat: Return ``(N, H * W)`` vectors instead of ``(N, H, W, 1)`` images.
+            Defaults to ``False``.
+        data_dir: Folder of the IDX files. Defaults to ``None``:
+            ``/usr/share/datasets/fashion-mnist``.
+        allow_download: Try Keras's downloader in ``"auto"`` mode. Defaults to ``True``.
+        download_timeout: Socket timeout of the download, in seconds. Defaults to ``20.0``.
+
+    Returns:
+        A `Dataset` (60000 training and 10000 test images for Fashion-MNIST), with ``source``
+        set to the source used.
+
+    Example:
+
+    >>> data = load_fashion_mnist(allow_download=False)
+    >>> data.source in ("debian", "digits")
+    True
+    """
+    check_choice("source", source, ("auto", "keras", "debian", "digits"))
+    download_timeout = check_float("download_timeout", download_timeout, 0.0, low_open=True)
+    flat = bool(flat)
+    directory = DEBIAN_FASHION_MNIST_DIR if data_dir is None else os.fspath(data_dir)
+    if source == "digits":
+        return load_digits(flat=flat)
+    order = [source] if source != "auto" else (["keras"] if allow_download else []) + ["debian"]
+    reasons = {}
+    for name in order:
+        try:
+            if name == "keras":
+                (x_train, y_train), (x_test, y_test) = _load_fashion_mnist_keras(download_timeout)
+            else:
+                (x_train, y_train), (x_test, y_test) = _load_fashion_mnist_debian(directory)
+        except Exception as err:  # noqa: BLE001 -- any failure means "try the next source"
+            if source != "auto":
+                raise
+            reasons[name] = f"{type(err).__name__}: {err}"
+            continue
+        return Dataset(
+            _as_images(x_train / 255.0, flat),
+            np.asarray(y_train, dtype=np.int32),
+            _as_images(x_test / 255.0, flat),
+            np.asarray(y_test, dtype=np.int32),
+            source=name,
+            class_names=FASHION_MNIST_CLASSES,
+            info={"fallback_reasons": reasons, "data_dir": directory if name == "debian" else None},
+        )
+    data = load_digits(flat=flat)
+    data.info["fallback_reasons"] = reasons
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Open-set split
+# --------------------------------------------------------------------------------------------
+
+
+def open_set_split(x, y, num_held_out, seed=0, class_names=None):
+    """Hold out whole classes: train on some classes, verify on classes never seen.
+
+    The held-out classes are drawn at random (seeded) among the classes present in ``y``; every
+    sample of a held-out class goes to the test side, every other sample to the training side.
+
+    Args:
+        x: Samples, first axis aligned with ``y``.
+        y: Integer class labels, shape ``(N,)``.
+        num_held_out: Number of held-out classes, in ``[1, num_classes - 1]``.
+        seed: Seed of the choice of classes. Defaults to ``0``.
+        class_names: Names indexed by the labels of ``y``. Defaults to ``None``.
+
+    Returns:
+        An `OpenSetSplit` with labels renumbered ``0..n-1`` on each side.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x, y = np.arange(12.0).reshape(6, 2), np.array([0, 0, 1, 1, 2, 2])
+    >>> split = open_set_split(x, y, num_held_out=1, seed=0)
+    >>> len(set(split.train_classes) & set(split.test_classes))
+    0
+    """
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"`y` must be a 1-D array of integer labels. Received: y with dtype "
+                         f"{y.dtype} and shape {y.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"`x` and `y` must have the same length. Received: {len(x)} and {len(y)}")
+    classes = np.unique(y)
+    num_held_out = check_int("num_held_out", num_held_out, 1, max(1, len(classes) - 1))
+    if len(classes) < 2:
+        raise ValueError(f"`y` must hold at least 2 classes. Received: {len(classes)} class")
+    seed = check_int("seed", seed, minimum=0)
+    rng = np.random.default_rng(seed)
+    test_classes = np.sort(rng.permutation(classes)[:num_held_out])
+    train_classes = np.setdiff1d(classes, test_classes)
+    is_test = np.isin(y, test_classes)
+    names = tuple(class_names) if class_names is not None else None
+    return OpenSetSplit(
+        x_train=np.asarray(x)[~is_test],
+        y_train=np.searchsorted(train_classes, y[~is_test]).astype(np.int32),
+        x_test=np.asarray(x)[is_test],
+        y_test=np.searchsorted(test_classes, y[is_test]).astype(np.int32),
+        train_classes=train_classes,
+        test_classes=test_classes,
+        train_names=tuple(names[c] for c in train_classes) if names else (),
+        test_names=tuple(names[c] for c in test_classes) if names else (),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Glyphs: an open-set benchmark with many identities
+# --------------------------------------------------------------------------------------------
+
+
+def find_fonts(font_dirs=None):
+    """List the TrueType/OpenType font files of the machine, sorted.
+
+    Args:
+        font_dirs: Folders searched recursively. Defaults to ``None``: ``/usr/share/fonts``
+            plus whatever ``fc-list`` reports, when fontconfig is installed.
+
+    Returns:
+        A sorted list of unique real paths of ``.ttf`` and ``.otf`` files.
+
+    Example:
+
+    >>> fonts = find_fonts()
+    >>> all(f.endswith((".ttf", ".otf")) for f in fonts)
+    True
+    """
+    found = set()
+    dirs = ["/usr/share/fonts"] if font_dirs is None else [os.fspath(d) for d in font_dirs]
+    for directory in dirs:
+        for root, _, files in os.walk(directory):
+            for name in files:
+                if name.lower().endswith(_FONT_EXTENSIONS):
+                    found.add(os.path.realpath(os.path.join(root, name)))
+    if font_dirs is None and shutil.which("fc-list"):
+        try:
+            out = subprocess.run(
+                ["fc-list", "--format", "%{file}\n"], capture_output=True, text=True, timeout=30
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        for line in out.splitlines():
+            if line.lower().endswith(_FONT_EXTENSIONS) and os.path.isfile(line):
+                found.add(os.path.realpath(line))
+    return sorted(found)
+
+
+def _render_small(font, char, size):
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(image).text((size // 4, size // 4), char, fill=255, font=font)
+    return np.asarray(image)
+
+
+def _missing_characters(path, characters, first_only=False):
+    """Characters that the font at ``path`` lacks (drawn as its .notdef glyph, or as nothing)."""
+    from PIL import ImageFont
+
+    font = ImageFont.truetype(path, 24, layout_engine=ImageFont.Layout.BASIC)
+    size = 64
+    absent = [_render_small(font, c, size) for c in _ABSENT_CODE_POINTS]
+    missing = []
+    for char in characters:
+        image = _render_small(font, char, size)
+        if not image.any() or any(np.array_equal(image, ref) for ref in absent):
+            missing.append(char)
+            if first_only:
+                break
+    return missing
+
+
+def _render_glyph(font, char, canvas, baseline, transform):
+    """Draw ``char`` centred horizontally on the baseline, then apply an affine transform."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (canvas, canvas), 0)
+    draw = ImageDraw.Draw(image)
+    left, _, right, _ = draw.textbbox((0, baseline), char, font=font, anchor="ls")
+    x = canvas / 2.0 - (left + right) / 2.0
+    draw.text((x, baseline), char, fill=255, font=font, anchor="ls")
+    if transform is not None:
+        image = image.transform(
+            (canvas, canvas), Image.Transform.AFFINE, transform, resample=Image.Resampling.BILINEAR
+        )
+    return image
+
+
+def _affine(rng, canvas, max_rotation, max_scale, max_shift):
+    """Inverse affine coefficients (output -> input pixel) of a random rotation/scale/shift."""
+    angle = np.deg2rad(rng.uniform(-max_rotation, max_rotation))
+    scale = np.exp(rng.uniform(np.log(1.0 - max_scale), np.log(1.0 + max_scale)))
+    shift = rng.uniform(-max_shift, max_shift, size=2) * canvas
+    centre = canvas / 2.0
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    # input = R(-angle)/scale @ (output - centre - shift) + centre
+    ox, oy = centre + shift[0], centre + shift[1]
+    a, b = cos, sin
+    d, e = -sin, cos
+    c = centre - a * ox - b * oy
+    f = centre - d * ox - e * oy
+    return (a, b, c, d, e, f)
+
+
+def _pillow_version():
+    import PIL
+
+    return PIL.__version__
+
+
+def _cache_dir(cache_dir):
+    if cache_dir is not None:
+        return os.fspath(cache_dir)
+    env = os.environ.get("KERAS_MARGINS_CACHE")
+    if env:
+        return env
+    return os.path.join(os.path.expanduser("~"), ".cache", "keras_margins")
+
+
+def _render_glyph_arrays(fonts, characters, image_size, samples_per_font, augment, seed):
+    """Render every (character, font, sample); return images, labels, font ids, kept fonts."""
+    from PIL import Image, ImageFont
+
+    supersample = 4
+    canvas = image_size * supersample
+    font_size = int(round(0.68 * canvas))
+    baseline = int(round(0.75 * canvas))
+    # Cheap first: a Latin, a Greek and a Cyrillic letter reject most fonts of other scripts.
+    canaries = [c for c in ("A", "\u03a9", "\u0416") if c in characters]
+    kept, skipped = [], {}
+    for path in fonts:
+        try:
+            missing = _missing_characters(path, canaries, first_only=True) or (
+                _missing_characters(path, characters, first_only=True)
+            )
+        except OSError as err:
+            skipped[path] = f"cannot be loaded ({err})"
+            continue
+        if missing:
+            skipped[path] = f"lacks {missing[0]!r} (U+{ord(missing[0]):04X})"
+        else:
+            kept.append(path)
+    if not kept:
+        raise ValueError(
+            f"None of the {len(fonts)} fonts has a glyph for every requested character "
+            f"(for example: {next(iter(skipped.values()), 'no fonts')}). Install fonts that "
+            f"cover Latin, Greek and Cyrillic: `{_APT_HINT}`, or pass fewer `characters`."
+        )
+    rng = np.random.default_rng(seed)
+    count = len(characters) * len(kept) * samples_per_font
+    images = np.empty((count, image_size, image_size), dtype=np.uint8)
+    labels = np.empty(count, dtype=np.int32)
+    font_ids = np.empty(count, dtype=np.int32)
+    i = 0
+    for f, path in enumerate(kept):
+        font = ImageFont.truetype(path, font_size, layout_engine=ImageFont.Layout.BASIC)
+        for c, char in enumerate(characters):
+            for _ in range(samples_per_font):
+                transform = None
+                if augment:
+                    transform = _affine(rng, canvas, _MAX_ROTATION, _MAX_SCALE, _MAX_SHIFT)
+                image = _render_glyph(font, char, canvas, baseline, transform)
+                image = image.resize((image_size, image_size), Image.Resampling.BOX)
+                images[i], labels[i], font_ids[i] = np.asarray(image), c, f
+                i += 1
+    return images, labels, font_ids, kept, skipped
+
+
+def load_glyphs(
+    characters=None,
+    fonts=None,
+    image_size=32,
+    samples_per_font=2,
+    augment=True,
+    test_fraction=0.3,
+    seed=0,
+    flat=False,
+    cache_dir=None,
+    use_cache=True,
+):
+    """An open-set benchmark with many identities: characters rendered from installed fonts.
+
+    Each character is an identity and each font a "photo" of it: for every font that has a
+    glyph for *all* the requested characters, every character is drawn ``samples_per_font``
+    times on a baseline, centred horizontally, with light seeded augmentation (rotation up to
+    5 degrees, scale within 6 %, shift up to 4 % of the side), rendered 4x larger and
+    box-downsampled to ``image_size``. A font lacking a glyph is skipped: Pillow draws a
+    missing character with the font's ``.notdef`` glyph, so a character whose rendering equals
+    that of code points no font maps (U+0378, U+10FFFD), or is blank, counts as missing.
+    Identities are then split at random (seeded) into training and test identities, disjoint.
+
+    The rendered arrays are cached as a compressed ``.npz`` in ``cache_dir`` (default: the
+    environment variable ``KERAS_MARGINS_CACHE``, else ``~/.cache/keras_margins``), keyed by
+    the rendering parameters and the list of candidate fonts (paths and sizes), so a second
+    call renders nothing. The split is computed after loading and is not part of the key.
+
+    With the Debian packages ``fonts-dejavu-core fonts-noto-core fonts-urw-base35
+    fonts-liberation fonts-freefont-ttf`` this gives about a hundred fonts and the 132 default
+    characters (`GLYPH_CHARACTERS`). See ``docs/datasets.md`` for sizes and limits.
+
+    Args:
+        characters: The identities, a string or sequence of distinct single characters.
+            Defaults to ``None``: `GLYPH_CHARACTERS` (Latin letters and digits, plus the
+            Greek and Cyrillic letters that do not look like one of those).
+        fonts: Font files to use. Defaults to ``None``: every font `find_fonts` lists.
+        image_size: Side of the square images, in pixels, ``>= 8``. Defaults to ``32``.
+        samples_per_font: Samples per (character, font), ``>= 1``; must be ``1`` when
+            ``augment=False`` (copies would be identical). Defaults to ``2``.
+        augment: Apply the random rotation/scale/shift. Defaults to ``True``.
+        test_fraction: Fraction of the identities held out for testing, in ``(0, 1)``; at least
+            one identity on each side. Defaults to ``0.3``.
+        seed: Seed of the augmentation and of the identity split. Defaults to ``0``.
+        flat: Return ``(N, image_size**2)`` vectors instead of ``(N, H, W, 1)`` images.
+            Defaults to ``False``.
+        cache_dir: Cache folder. Defaults to ``None`` (see above).
+        use_cache: Read and write the cache. Defaults to ``True``.
+
+    Returns:
+        An `OpenSetSplit` with ``source="glyphs"``; ``train_names``/``test_names`` are the
+        characters, and ``info`` holds ``fonts`` (kept font paths), ``skipped_fonts``
+        (path -> reason), ``train_fonts``/``test_fonts`` (font index of each sample),
+        ``from_cache``, ``cache_path`` and ``render_seconds``.
+
+    Raises:
+        FileNotFoundError: If no font file is found (the message gives the apt command).
+        ValueError: For a bad argument, or if no font covers all the characters.
+
+    Example:
+
+    >>> fonts = [f for f in find_fonts() if "DejaVu" in f]
+    >>> data = load_glyphs(characters="ABCDEF", fonts=fonts, use_cache=False)
+    >>> data.x_train.shape[1:], data.num_train_classes + data.num_test_classes
+    ((32, 32, 1), 6)
+    """
+    if characters is None:
+        characters = GLYPH_CHARACTERS
+    if isinstance(characters, str):
+        characters = list(characters)
+    characters = list(characters)
+    if not all(isinstance(c, str) and len(c) == 1 and not c.isspace() for c in characters):
+        raise ValueError(
+            "`characters` must be single non-space characters. "
+            f"Received: characters={''.join(map(str, characters))[:80]!r}"
+        )
+    if len(set(characters)) != len(characters) or len(characters) < 2:
+        raise ValueError(
+            "`characters` must hold at least 2 distinct characters, without repeats. "
+            f"Received: characters={''.join(characters)[:80]!r}"
+        )
+    image_size = check_int("image_size", image_size, minimum=8, maximum=512)
+    samples_per_font = check_int("samples_per_font", samples_per_font, minimum=1)
+    augment = bool(augment)
+    if not augment and samples_per_font != 1:
+        raise ValueError(
+            "`samples_per_font` must be 1 when `augment=False` (the copies would be identical). "
+            f"Received: samples_per_font={samples_per_font}"
+        )
+    test_fraction = check_float("test_fraction", test_fraction, 0.0, 1.0, True, True)
+    seed = check_int("seed", seed, minimum=0)
+    flat = bool(flat)
+    if fonts is None:
+        fonts = find_fonts()
+        if not fonts:
+            raise FileNotFoundError(
+                "No font file (.ttf/.otf) was found under /usr/share/fonts. Install some with: "
+                f"`{_APT_HINT}`"
+            )
+    else:
+        if isinstance(fonts, (str, os.PathLike)):
+            fonts = [fonts]
+        fonts = [os.path.realpath(os.fspath(f)) for f in fonts]
+        absent = [f for f in fonts if not os.path.isfile(f)]
+        if absent or not fonts:
+            raise ValueError(
+                f"`fonts` must be existing font files. Received: fonts={absent or fonts}"
+            )
+        fonts = sorted(set(fonts))
+
+    key = json.dumps(
+        {
+            "version": _GLYPH_CACHE_VERSION,
+            "characters": "".join(characters),
+            "fonts": [[f, os.path.getsize(f)] for f in fonts],
+            "image_size": image_size,
+            "samples_per_font": samples_per_font,
+            "augment": augment,
+            "augmentation": [_MAX_ROTATION, _MAX_SCALE, _MAX_SHIFT],
+            "pillow": _pillow_version(),
+            "seed": seed,
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    cache_path = os.path.join(_cache_dir(cache_dir), f"glyphs-{digest}.npz")
+    start = time.perf_counter()
+    from_cache = False
+    if use_cache and os.path.exists(cache_path):
+        try:
+            with np.load(cache_path, allow_pickle=False) as stored:
+                if str(stored["key"]) != key:
+                    raise ValueError("key mismatch")
+                images, labels, font_ids = stored["images"], stored["labels"], stored["font_ids"]
+                kept = [str(f) for f in stored["fonts"]]
+                skipped = json.loads(str(stored["skipped"]))
+            from_cache = True
+        except (OSError, KeyError, ValueError):  # unreadable or foreign file: render again
+            from_cache = False
+    if not from_cache:
+        images, labels, font_ids, kept, skipped = _render_glyph_arrays(
+            fonts, characters, image_size, samples_per_font, augment, seed
+        )
+        if use_cache:
+            os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+            tmp = f"{cache_path}.{os.getpid()}.tmp.npz"
+            np.savez_compressed(
+                tmp,
+                images=images,
+                labels=labels,
+                font_ids=font_ids,
+                fonts=np.array(kept),
+                skipped=np.array(json.dumps(skipped)),
+                key=np.array(key),
+            )
+            os.replace(tmp, cache_path)
+    elapsed = time.perf_counter() - start
+
+    num_test = min(max(1, int(round(test_fraction * len(characters)))), len(characters) - 1)
+    split = open_set_split(
+        images, labels, num_held_out=num_test, seed=seed, class_names=characters
+    )
+    is_test = np.isin(labels, split.test_classes)
+    split.x_train = _as_images(split.x_train / np.float32(255.0), flat)
+    split.x_test = _as_images(split.x_test / np.float32(255.0), flat)
+    split.source = "glyphs"
+    split.info = {
+        "fonts": kept,
+        "skipped_fonts": skipped,
+        "train_fonts": font_ids[~is_test],
+        "test_fonts": font_ids[is_test],
+        "from_cache": from_cache,
+        "cache_path": cache_path if use_cache else None,
+        "render_seconds": None if from_cache else elapsed,
+        "load_seconds": elapsed,
+    }
+    return split
