@@ -1,0 +1,552 @@
+"""Export the embedding model of a margin-trained network: SavedModel, TFLite and ONNX.
+
+Training uses a two-input model (``[images, labels] -> logits``); serving needs only
+``images -> embeddings``. The functions here find the embedding output inside a training model
+(the ``embeddings`` input of its margin head), cut the head and the labels input away, and write
+an artifact that runs without keras_margins, and even without Keras:
+
+- :func:`get_embedding_model`: the Keras model ``images -> float32 (L2-normalized) embeddings``.
+- :func:`export_saved_model`: a TensorFlow SavedModel with a ``serving_default`` signature
+  (``images -> {"embeddings"}``) and, optionally, a ``classify`` signature returning the top-k
+  class ids and cosines against the head's class centres.
+- :func:`export_tflite`: a TensorFlow Lite flat buffer of the embedding signature.
+- :func:`export_onnx`: an ONNX model through ``tf2onnx`` (optional dependency).
+
+Every writer refuses an existing non-empty output path unless ``overwrite=True`` and builds the
+artifact in a temporary location next to it, moving it into place only once it is complete, so
+a failed export leaves nothing behind. These exporters need the TensorFlow backend.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+import keras
+
+from keras_margins._validation import check_int
+from keras_margins.heads.base import MarginHead
+
+__all__ = ["get_embedding_model", "export_saved_model", "export_tflite", "export_onnx"]
+
+_PACKAGE_PREFIX = "keras_margins>"
+
+
+# ---------------------------------------------------------------------------- argument checks
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
+def _require_tensorflow(what):
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"{what} needs the TensorFlow backend of Keras. Received backend: "
+            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow (the export runs the "
+            "model once to trace it, so weights trained on another backend can be loaded into "
+            "a TensorFlow-backend copy of the model first)."
+        )
+
+
+# ---------------------------------------------------------------------------- graph inspection
+def _producer(tensor):
+    """The ``(operation, node)`` that produced a symbolic tensor, or ``(None, None)``."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None, None
+    operation, node_index = history[0], history[1]
+    nodes = getattr(operation, "_inbound_nodes", None) or []
+    if node_index >= len(nodes):
+        return operation, None
+    return operation, nodes[node_index]
+
+
+def _graph_nodes(model):
+    """Every node of ``model``'s own graph (not inside nested models), outputs first."""
+    seen, order = set(), []
+    stack = list(model.outputs)
+    while stack:
+        tensor = stack.pop()
+        _, node = _producer(tensor)
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        stack.extend(node.input_tensors)
+    return order
+
+
+def _input_ancestors(tensor, candidates):
+    """The tensors of ``candidates`` (model inputs) that ``tensor`` depends on, in order."""
+    wanted = {id(t): i for i, t in enumerate(candidates)}
+    found, seen = set(), set()
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        if id(t) in wanted:
+            found.add(wanted[id(t)])
+        _, node = _producer(t)
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.extend(node.input_tensors)
+    return [candidates[i] for i in sorted(found)]
+
+
+def _is_package_layer(operation):
+    if isinstance(operation, MarginHead):
+        return True
+    try:
+        name = keras.saving.get_registered_name(type(operation))
+    except Exception:  # pragma: no cover - defensive: any class has a registered name
+        return False
+    return isinstance(name, str) and name.startswith(_PACKAGE_PREFIX)
+
+
+def _pair_arguments(node):
+    """``(embeddings, labels)`` if the node was called as ``layer([embeddings, labels])``."""
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    first = args[0] if args else kwargs.get("inputs")
+    if isinstance(first, (list, tuple)) and len(first) == 2:
+        return first[0], first[1]
+    return None
+
+
+def _resolve_pass_through(tensor):
+    """Step over keras_margins layers that take ``[embeddings, labels]`` and return embeddings.
+
+    A center-loss layer sits between the backbone and the head and returns its embeddings
+    unchanged; its output depends on the labels input, so the embedding model must start from
+    its ``embeddings`` input instead.
+    """
+    for _ in range(100):
+        operation, node = _producer(tensor)
+        if node is None or isinstance(operation, MarginHead) or not _is_package_layer(operation):
+            return tensor
+        pair = _pair_arguments(node)
+        if pair is None or tuple(pair[0].shape) != tuple(tensor.shape):
+            return tensor
+        tensor = pair[0]
+    return tensor
+
+
+def _head_calls(model, head=None):
+    """``(layer, embeddings, labels)`` for each margin head call in ``model``'s graph."""
+    calls = []
+    for node in _graph_nodes(model):
+        operation = node.operation
+        if head is not None and operation is not head:
+            continue
+        if not _is_package_layer(operation):
+            continue
+        pair = _pair_arguments(node)
+        if pair is None:
+            continue
+        calls.append((operation, pair[0], pair[1]))
+    heads = [c for c in calls if isinstance(c[0], MarginHead)]
+    return heads or calls
+
+
+def _locate(model, head=None):
+    """Find the embedding output: ``(inputs, embeddings, head_or_None)``."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a Keras model. Received: model={model!r}")
+    if head is not None and not isinstance(head, MarginHead):
+        raise ValueError(
+            "`head` must be a keras_margins margin head (a `MarginHead` such as `km.ArcFace`). "
+            f"Received: head={head!r}"
+        )
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError):
+        inputs, outputs = [], []
+    if not inputs or not outputs:
+        raise ValueError(
+            "Cannot find the embedding output of a model without a functional graph: `model` "
+            "must be a functional or Sequential Keras model with defined inputs (for example "
+            "the training or embedding model of `km.build_models`). "
+            f"Received: model={model.name!r} (no symbolic inputs/outputs)"
+        )
+
+    calls = _head_calls(model, head)
+    if calls:
+        embeddings = {id(_resolve_pass_through(e)): _resolve_pass_through(e) for _, e, _ in calls}
+        if len(embeddings) > 1:
+            names = [layer.name for layer, _, _ in calls]
+            raise ValueError(
+                f"`model` contains several margin heads ({names}) fed by different embeddings; "
+                "pass the one to export from as `head=`."
+            )
+        features = next(iter(embeddings.values()))
+        layer, _, labels = calls[0]
+        used = _input_ancestors(features, inputs)
+        label_inputs = {id(t) for t in _input_ancestors(labels, inputs)}
+        if not used or any(id(t) in label_inputs for t in used):
+            raise ValueError(
+                f"The embeddings fed to head {layer.name!r} depend on the labels input, so no "
+                "embedding model (images -> embeddings) can be cut out of `model`. Build the "
+                "model as `km.build_models` does: backbone(images) -> head([embeddings, labels])."
+            )
+        return used, features, (layer if isinstance(layer, MarginHead) else None)
+
+    if head is not None and any(node.operation is head for node in _graph_nodes(model)):
+        raise ValueError(
+            f"Head {head.name!r} is in `model` but is not called as `head([embeddings, labels])`"
+            "; cannot tell which tensor holds the embeddings."
+        )
+    # No head in the graph: `model` itself must be a backbone / embedding model.
+    if len(outputs) != 1 or len(outputs[0].shape) != 2:
+        shapes = [tuple(t.shape) for t in outputs]
+        raise ValueError(
+            "`model` has no identifiable embedding output: it contains no keras_margins head "
+            "called as `head([embeddings, labels])`, and it is not a backbone with a single "
+            f"output of shape (batch_size, embedding_dim). Received output shapes: {shapes}"
+        )
+    dtype = keras.backend.standardize_dtype(outputs[0].dtype)
+    if "float" not in dtype:
+        raise ValueError(
+            "`model` has no identifiable embedding output: its single output has dtype "
+            f"{dtype!r}, embeddings must be floating point."
+        )
+    if head is not None:
+        dim = getattr(head, "embedding_dim", None)
+        if not head.built or dim != outputs[0].shape[-1]:
+            raise ValueError(
+                f"`head` {head.name!r} must be built for embeddings of size "
+                f"{outputs[0].shape[-1]} (the model's output). Received a head with "
+                f"embedding_dim={dim}"
+            )
+    return inputs, outputs[0], head
+
+
+# ---------------------------------------------------------------------------- embedding model
+def get_embedding_model(model, normalize=True, head=None):
+    """The Keras embedding model ``images -> float32 embeddings`` of a (training) model.
+
+    If ``model`` contains a keras_margins head called as ``head([embeddings, labels])`` (the
+    training model of :func:`keras_margins.build_models`, or any functional model built that
+    way), the embedding output is the head's ``embeddings`` input, stepping over keras_margins
+    layers that pass embeddings through (center loss). Otherwise ``model`` must be a backbone
+    with a single output of shape ``(batch_size, embedding_dim)``.
+
+    The output is cast to float32 (also for mixed-precision models) and, with
+    ``normalize=True``, L2-normalized: ``e = x / max(||x||, 1e-12)`` computed in float32.
+    The returned model shares its weights with ``model``.
+
+    Args:
+        model: A functional or Sequential Keras model: a training model with a margin head, an
+            embedding model, or a backbone.
+        normalize: L2-normalize the embeddings. Defaults to ``True``.
+        head: Optional margin head; needed only when ``model`` has several heads fed by
+            different embeddings. Defaults to ``None``.
+
+    Returns:
+        A ``keras.Model`` from the image input(s) to float32 embeddings ``(B, D)``.
+
+    Raises:
+        ValueError: if no embedding output can be identified.
+
+    Example:
+
+    >>> import keras, keras_margins as km
+    >>> from keras_margins.export import get_embedding_model
+    >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=10))
+    >>> embed = get_embedding_model(train_model)
+    >>> [tuple(t.shape) for t in embed.inputs], tuple(embed.output.shape), embed.output.dtype
+    ([(None, 64)], (None, 8), 'float32')
+    """
+    _check_bool("normalize", normalize)
+    inputs, features, _ = _locate(model, head)
+    return _embedding_model(model, inputs, features, normalize)
+
+
+def _embedding_model(model, inputs, features, normalize):
+    if normalize:
+        out = keras.layers.UnitNormalization(axis=-1, dtype="float32")(features)
+    else:
+        out = keras.layers.Activation("linear", dtype="float32")(features)
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, out, name=f"{model.name}_embed")
+
+
+# ---------------------------------------------------------------------------- atomic writes
+def _check_target(path, overwrite):
+    _check_bool("overwrite", overwrite)
+    if os.path.isdir(path) and not os.path.islink(path):
+        if os.listdir(path) and not overwrite:
+            raise FileExistsError(
+                f"The output path {path!r} exists and is not empty. Pass `overwrite=True` to "
+                "replace it, or choose another path."
+            )
+    elif os.path.lexists(path) and not overwrite:
+        raise FileExistsError(
+            f"The output path {path!r} exists. Pass `overwrite=True` to replace it, or choose "
+            "another path."
+        )
+
+
+@contextlib.contextmanager
+def _staged_output(path, overwrite):
+    """Yield a temporary path; on success move it to ``path``, on failure remove everything."""
+    path = os.path.abspath(os.fspath(path))
+    _check_target(path, overwrite)
+    parent = os.path.dirname(path)
+    created = []
+    probe = parent
+    while not os.path.isdir(probe):
+        created.append(probe)
+        probe = os.path.dirname(probe)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=parent)
+    staged = os.path.join(staging, os.path.basename(path))
+    try:
+        yield staged
+        if not os.path.lexists(staged):
+            raise RuntimeError(f"The exporter wrote nothing to {staged!r}")
+        if os.path.lexists(path):
+            # An empty directory, or anything when overwrite=True: set it aside, then replace.
+            _check_target(path, overwrite)
+            old = os.path.join(staging, ".old")
+            os.rename(path, old)
+            try:
+                os.rename(staged, path)
+            except BaseException:
+                os.rename(old, path)
+                raise
+        else:
+            os.rename(staged, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # deepest first: only the folders this call created
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- serving functions
+def _input_specs(inputs):
+    import tensorflow as tf
+
+    specs = []
+    for i, t in enumerate(inputs):
+        if len(inputs) == 1:
+            name = "images"
+        else:
+            raw = getattr(t, "name", None) or f"input_{i}"
+            name = "".join(c if c.isalnum() or c == "_" else "_" for c in raw) or f"input_{i}"
+        specs.append(tf.TensorSpec((None, *tuple(t.shape)[1:]), dtype=t.dtype, name=name))
+    return specs
+
+
+def _serving_functions(model, normalize, head, top_k):
+    """The embedding model, the input specs and the tf.functions of each signature."""
+    import tensorflow as tf
+
+    _require_tensorflow("Export")
+    _check_bool("normalize", normalize)
+    inputs, features, found_head = _locate(model, head)
+    head = head if head is not None else found_head
+    if top_k is not None:
+        top_k = check_int("top_k", top_k, minimum=1)
+        if head is None:
+            raise ValueError(
+                "`top_k` asks for a classification signature, which needs the class centres of "
+                "a margin head: `model` contains none; pass `head=` (a built margin head). "
+                f"Received: top_k={top_k}"
+            )
+        if top_k > head.num_classes:
+            raise ValueError(
+                f"`top_k` must be <= the head's number of classes ({head.num_classes}). "
+                f"Received: top_k={top_k}"
+            )
+    embed_model = _embedding_model(model, inputs, features, normalize)
+    specs = _input_specs(inputs)
+
+    def _run(images):
+        x = images[0] if len(images) == 1 else list(images)
+        return tf.cast(embed_model(x, training=False), tf.float32)
+
+    @tf.function(input_signature=specs)
+    def embed(*images):
+        return {"embeddings": _run(images)}
+
+    functions = {"embed": embed}
+    if top_k is not None:
+        k = top_k
+
+        @tf.function(input_signature=specs)
+        def classify(*images):
+            emb = _run(images)
+            # MarginHead.cosine: float32 cosines, max over each class's sub-centres.
+            cos = tf.cast(head.cosine(emb), tf.float32)
+            values, ids = tf.math.top_k(cos, k=k, sorted=True)
+            return {"class_ids": tf.cast(ids, tf.int32), "cosines": values}
+
+        functions["classify"] = classify
+    trackables = [embed_model] + ([head] if top_k is not None else [])
+    return embed_model, specs, functions, trackables
+
+
+def _write_saved_model(target, specs, functions, trackables):
+    archive = keras.export.ExportArchive()
+    for obj in trackables:
+        archive.track(obj)
+    # The first endpoint is also published as "serving_default".
+    for name, fn in functions.items():
+        archive.add_endpoint(name, fn, input_signature=specs)
+    archive.write_out(target, verbose=False)
+
+
+# ---------------------------------------------------------------------------- public exporters
+def export_saved_model(model, path, normalize=True, top_k=None, head=None, overwrite=False):
+    """Export the embedding model of ``model`` as a TensorFlow SavedModel.
+
+    The SavedModel needs neither keras_margins nor Keras to run: load it with
+    ``tf.saved_model.load(path)``. Its signatures (input ``images``: the backbone's input, any
+    batch size; several inputs keep their own names):
+
+    - ``serving_default`` (also the ``embed`` function):
+      ``images -> {"embeddings": float32 (B, D)}``, L2-normalized when ``normalize=True``.
+    - ``classify`` (only with ``top_k``): ``images -> {"class_ids": int32 (B, k),
+      "cosines": float32 (B, k)}``, the ``k`` classes whose centres are closest in cosine,
+      best first. With sub-centres a class's cosine is the maximum over its ``K`` centres
+      (as in :meth:`MarginHead.cosine`); the head's scale and margin play no part.
+
+    Args:
+        model: A training model containing a margin head called as
+            ``head([embeddings, labels])`` (e.g. from :func:`keras_margins.build_models`), or an
+            embedding model / backbone. Mixed-precision models export float32 embeddings.
+        path: Output directory. If it exists and is not empty, ``overwrite=True`` is needed.
+        normalize: L2-normalize the embeddings (in float32). Defaults to ``True``.
+        top_k: If set, add the ``classify`` signature returning the top ``top_k`` classes;
+            must be in ``[1, num_classes]``. Defaults to ``None`` (no classification).
+        head: Optional margin head: selects the head when ``model`` has several, and gives
+            the class centres when ``model`` is a backbone. Defaults to ``None``.
+        overwrite: Replace an existing non-empty ``path``. Defaults to ``False``.
+
+    Returns:
+        The absolute output path (``str``).
+
+    Raises:
+        ValueError: no identifiable embedding output, or a bad argument.
+        FileExistsError: ``path`` exists, is not empty and ``overwrite=False``.
+
+    Example:
+
+    >>> import tempfile, os, numpy as np, tensorflow as tf, keras, keras_margins as km
+    >>> from keras_margins.export import export_saved_model
+    >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=10))
+    >>> out = export_saved_model(train_model, os.path.join(tempfile.mkdtemp(), "m"), top_k=3)
+    >>> served = tf.saved_model.load(out)
+    >>> emb = served.signatures["serving_default"](images=tf.zeros((5, 64)))["embeddings"]
+    >>> emb.shape, emb.dtype.name
+    (TensorShape([5, 8]), 'float32')
+    >>> served.signatures["classify"](images=tf.ones((2, 64)))["class_ids"].shape
+    TensorShape([2, 3])
+    """
+    _, specs, functions, trackables = _serving_functions(model, normalize, head, top_k)
+    with _staged_output(path, overwrite) as target:
+        _write_saved_model(target, specs, functions, trackables)
+    return os.path.abspath(os.fspath(path))
+
+
+def export_tflite(model, path, normalize=True, head=None, overwrite=False, optimize=False):
+    """Convert the embedding model of ``model`` to a TensorFlow Lite flat buffer.
+
+    The ``.tflite`` file has one signature, ``serving_default``:
+    ``images -> {"embeddings": float32 (B, D)}`` with a dynamic batch size (resize the input
+    tensor, or use ``interpreter.get_signature_runner()``, which does it for you).
+
+    Args:
+        model: As for :func:`export_saved_model`.
+        path: Output file (``.tflite``). An existing file needs ``overwrite=True``.
+        normalize: L2-normalize the embeddings (in float32). Defaults to ``True``.
+        head: As for :func:`export_saved_model`. Defaults to ``None``.
+        overwrite: Replace an existing file. Defaults to ``False``.
+        optimize: Apply TFLite's default optimizations (dynamic-range weight quantization:
+            a smaller file, embeddings no longer within 1e-5 of Keras). Defaults to ``False``.
+
+    Returns:
+        The absolute output path (``str``).
+
+    Example:
+
+    >>> import tempfile, os, keras, keras_margins as km
+    >>> from keras_margins.export import export_tflite
+    >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> out = export_tflite(backbone, os.path.join(tempfile.mkdtemp(), "embed.tflite"))
+    >>> os.path.getsize(out) > 0
+    True
+    """
+    import tensorflow as tf
+
+    _check_bool("optimize", optimize)
+    _, specs, functions, trackables = _serving_functions(model, normalize, head, None)
+    with _staged_output(path, overwrite) as target:
+        scratch = tempfile.mkdtemp(prefix=".keras_margins_tflite-", dir=os.path.dirname(target))
+        try:
+            saved = os.path.join(scratch, "saved_model")
+            _write_saved_model(saved, specs, functions, trackables)
+            converter = tf.lite.TFLiteConverter.from_saved_model(
+                saved, signature_keys=["serving_default"]
+            )
+            if optimize:
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            flatbuffer = converter.convert()
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        with open(target, "wb") as f:
+            f.write(flatbuffer)
+    return os.path.abspath(os.fspath(path))
+
+
+def export_onnx(model, path, normalize=True, head=None, overwrite=False, opset=None):
+    """Convert the embedding model of ``model`` to ONNX with ``tf2onnx``.
+
+    Needs the optional packages ``tf2onnx`` and ``onnx`` (``pip install tf2onnx onnxruntime``;
+    onnxruntime to run the result). The ONNX graph has one input (``images``, dynamic batch)
+    and one output ``embeddings`` (float32). tf2onnx follows TensorFlow releases with a delay:
+    if it cannot import or convert with the installed TensorFlow, its own error is raised.
+
+    Args:
+        model: As for :func:`export_saved_model`.
+        path: Output file (``.onnx``). An existing file needs ``overwrite=True``.
+        normalize: L2-normalize the embeddings (in float32). Defaults to ``True``.
+        head: As for :func:`export_saved_model`. Defaults to ``None``.
+        overwrite: Replace an existing file. Defaults to ``False``.
+        opset: ONNX opset version; ``None`` uses tf2onnx's default. Defaults to ``None``.
+
+    Returns:
+        The absolute output path (``str``).
+
+    Raises:
+        ImportError: tf2onnx is not installed or cannot be imported with this TensorFlow.
+
+    Example:
+
+    >>> import tempfile, os, keras, keras_margins as km
+    >>> from keras_margins.export import export_onnx
+    >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+    >>> out = export_onnx(backbone, os.path.join(tempfile.mkdtemp(), "embed.onnx"))
+    >>> os.path.getsize(out) > 0
+    True
+    """
+    if opset is not None:
+        opset = check_int("opset", opset, minimum=7)
+    _, specs, functions, _ = _serving_functions(model, normalize, head, None)
+    try:
+        import tf2onnx  # noqa: F401
+        import tf2onnx.convert
+    except Exception as error:  # tf2onnx raises various errors on unsupported TF versions
+        raise ImportError(
+            f"ONNX export needs tf2onnx, which could not be imported: {error!r}. "
+            "Install it with `pip install tf2onnx onnxruntime`."
+        ) from error
+    with _staged_output(path, overwrite) as target:
+        tf2onnx.convert.from_function(
+            functions["embed"], input_signature=specs, opset=opset, output_path=target
+        )
+    return os.path.abspath(os.fspath(path))
