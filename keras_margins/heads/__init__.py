@@ -3,6 +3,25 @@
 from keras_margins.heads.arcface import ArcFace, ArcMarginLayer, CombinedMargin
 from keras_margins.heads.base import MarginHead
 from keras_margins.heads.cosface import CosFace
+from keras_margins.heads.l2_softmax import (
+    L2Softmax,
+    ScaledL2Normalization,
+    l2_softmax_alpha_lower_bound,
+)
 from keras_margins.heads.normalized import NormSoftmax
+from keras_margins.heads.sphereface import SphereFace
+from keras_margins.heads.sv_softmax import SVSoftmax
 
-__all__ = ["MarginHead", "NormSoftmax", "CosFace", "ArcFace", "ArcMarginLayer", "CombinedMargin"]
+__all__ = [
+    "MarginHead",
+    "NormSoftmax",
+    "CosFace",
+    "ArcFace",
+    "ArcMarginLayer",
+    "CombinedMargin",
+    "SphereFace",
+    "L2Softmax",
+    "ScaledL2Normalization",
+    "l2_softmax_alpha_lower_bound",
+    "SVSoftmax",
+]

@@ -1,0 +1,131 @@
+"""SV-Softmax (support vector guided softmax) and its cosine- and arc-margin variants."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_margins._validation import check_choice, check_float
+from keras_margins.heads.arcface import angular_margin_target
+from keras_margins.heads.base import MarginHead
+
+_MARGIN_TYPES = (None, "cosine", "arc")
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class SVSoftmax(MarginHead):
+    """SV-Softmax head: re-weights the non-target classes a sample is mis-classified against.
+
+        target logit     = s * f(theta_y)
+        non-target logit = s * (t * cos(theta_k) + t - 1)   if cos(theta_k) > f(theta_y)
+                           s * cos(theta_k)                 otherwise
+
+    with ``f = cos(theta_y)`` (SV-Softmax, ``margin_type=None``), ``f = cos(theta_y) - m``
+    (SV-AM-Softmax, ``margin_type="cosine"``) or ``f = cos(theta_y + m)`` (SV-Arc-Softmax,
+    ``margin_type="arc"``, kept decreasing past ``theta_y + m = pi`` as in :class:`ArcFace`).
+    A pair ``(i, k)`` with ``cos(theta_k) > f(theta_y)`` (strictly) is a support vector: its
+    logit is raised by ``(t - 1) * (cos(theta_k) + 1) >= 0``, which focuses the loss on the
+    hard negatives. The indicator is a comparison and carries no gradient. ``t = 1`` gives back
+    the underlying (margin) softmax exactly.
+
+    The layer reports, for every call with labels, the fraction of non-target
+    ``(sample, class)`` pairs that are support vectors (``B * (C - 1)`` pairs per batch) as the
+    metric ``"<layer name>_sv_fraction"`` (``head.support_vector_fraction``; in ``model.fit``
+    logs it is the running mean over the epoch's batches). :meth:`support_vector_mask` returns
+    the boolean mask itself.
+
+    Args:
+        num_classes: Number of classes. Must be >= 1.
+        scale: The scale ``s``, > 0. Defaults to 32.0.
+        t: The re-weighting parameter, >= 1 (1 = no re-weighting). Defaults to 1.2.
+        margin: The margin ``m``: must be 0 with ``margin_type=None``; in ``[0, 2)`` for
+            ``"cosine"``; in ``[0, pi)`` radians for ``"arc"``. Defaults to 0.0.
+        margin_type: ``None``, ``"cosine"`` or ``"arc"``. Defaults to ``None``.
+        sub_centers: Sub-centres per class (class cosine = max over them). Defaults to 1.
+        **kwargs: ``kernel_initializer``, ``kernel_regularizer``, ``kernel_constraint`` and the
+            base layer arguments.
+
+    Call arguments:
+        inputs: ``[embeddings, labels]`` in training (``embeddings`` ``(B, D)``; ``labels``
+            integer ``(B,)`` / ``(B, 1)`` or one-hot ``(B, num_classes)``), or ``embeddings``
+            alone for ``s * cos`` at inference.
+
+    Returns:
+        float32 logits of shape ``(B, num_classes)``, for
+        ``SparseCategoricalCrossentropy(from_logits=True)``.
+
+    Example:
+
+    >>> import numpy as np, keras_margins as km
+    >>> head = km.SVSoftmax(num_classes=10, t=1.2, margin=0.35, margin_type="cosine")
+    >>> x = np.random.rand(4, 8).astype("float32")
+    >>> head([x, np.array([0, 1, 2, 3])]).shape
+    (4, 10)
+
+    Reference:
+        Wang, Zhang, Wang, Shi, Mei, "Support Vector Guided Softmax Loss for Face Recognition",
+        arXiv 1812.11317 (2018).
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        scale=32.0,
+        t=1.2,
+        margin=0.0,
+        margin_type=None,
+        sub_centers=1,
+        **kwargs,
+    ):
+        super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
+        self.t = check_float("t", t, low=1.0)
+        self.margin_type = check_choice("margin_type", margin_type, _MARGIN_TYPES)
+        if margin_type is None:
+            margin = check_float("margin", margin)
+            if margin != 0.0:
+                raise ValueError(
+                    "`margin` must be 0 when `margin_type=None` (choose margin_type='cosine' or "
+                    f"'arc' for a margin). Received: margin={margin}"
+                )
+            self.margin = 0.0
+        elif margin_type == "cosine":
+            self.margin = check_float("margin", margin, low=0.0, high=2.0, high_open=True)
+        else:
+            self.margin = check_float(
+                "margin", margin, low=0.0, high=math.pi, high_open=True, range_text="[0, pi)"
+            )
+        self.support_vector_fraction = keras.metrics.Mean(name=f"{self.name}_sv_fraction")
+
+    def target_logit(self, cos_y, embeddings=None, training=None):
+        if self.margin_type == "cosine":
+            return cos_y - self.margin
+        if self.margin_type == "arc":
+            return angular_margin_target(cos_y, 1.0, self.margin, 0.0)
+        return cos_y
+
+    def _mask(self, cos, target, is_target):
+        return ops.logical_and(cos > target[:, None], ops.logical_not(is_target))
+
+    def combine(self, cos, target, is_target, training=None):
+        sv = self._mask(cos, target, is_target)
+        pairs = ops.cast(ops.shape(cos)[0] * (self.num_classes - 1), "float32")
+        self.support_vector_fraction.update_state(
+            ops.divide_no_nan(ops.sum(ops.cast(sv, "float32")), pairs)
+        )
+        reweighted = ops.where(sv, self.t * cos + (self.t - 1.0), cos)
+        return ops.where(is_target, target[:, None], reweighted)
+
+    def support_vector_mask(self, embeddings, labels):
+        """Boolean ``(B, num_classes)`` mask of the support vectors (target columns False)."""
+        cos = self.cosine(embeddings)
+        labels = self.prepare_labels(ops.convert_to_tensor(labels))
+        index = ops.clip(labels, 0, self.num_classes - 1)
+        cos_y = ops.take_along_axis(cos, index[:, None], axis=1)[:, 0]
+        target = self.target_logit(cos_y, embeddings=embeddings)
+        is_target = ops.expand_dims(ops.arange(self.num_classes, dtype="int32"), 0) == index[:, None]
+        return self._mask(cos, target, is_target)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"t": self.t, "margin": self.margin, "margin_type": self.margin_type})
+        return config
