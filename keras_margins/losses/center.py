@@ -1,0 +1,121 @@
+"""Center loss (Wen et al. 2016): a layer owning the class centers and updating them per batch."""
+
+import keras
+from keras import ops
+
+from keras_margins._validation import check_float, check_int
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class CenterLoss(keras.layers.Layer):
+    """Center loss: pulls each embedding towards the center of its class.
+
+        L_C = weight * 1/2 * mean_i ||x_i - c_(y_i)||^2        (added with ``add_loss``)
+
+    and after each training batch, for every class ``j`` present in the batch
+    (``n_j`` samples):
+
+        delta_c_j = sum_(i: y_i = j) (c_j - x_i) / (1 + n_j),    c_j <- c_j - alpha * delta_c_j
+
+    The centers are a non-trainable weight ``(num_classes, D)`` (saved with the model); they
+    are not moved by the optimizer, only by this rule, and not at all in inference
+    (``training=False``), where no loss is added either. The layer returns the embeddings
+    unchanged, so it sits between a backbone and a softmax or margin head:
+    ``L = L_softmax + lambda * L_C`` as in the paper. The loss is the batch mean (as the
+    authors' released code), not the sum, so ``weight`` does not depend on the batch size.
+    Everything is computed in float32.
+
+    Args:
+        num_classes: Number of classes. Must be >= 1.
+        alpha: Center learning rate ``alpha``, in ``[0, 1]``. Defaults to 0.5 (the paper's).
+        weight: The weight ``lambda`` of the loss, >= 0. Defaults to 0.003 (the paper's face
+            experiments).
+        centers_initializer: Initializer of the centers. Defaults to ``"zeros"``.
+        **kwargs: Base layer arguments (``name``, ``dtype``).
+
+    Call arguments:
+        inputs: ``[embeddings, labels]``: embeddings ``(B, D)``, integer labels ``(B,)`` or
+            ``(B, 1)`` in ``[0, num_classes)``.
+        training: Python bool; the loss and the update happen only when true.
+
+    Returns:
+        The embeddings, unchanged.
+
+    Example:
+
+    >>> import keras, keras_margins as km
+    >>> x = keras.Input((16,)); y = keras.Input((), dtype="int32")
+    >>> emb = km.CenterLoss(num_classes=10, weight=0.01)([x, y])
+    >>> model = keras.Model([x, y], keras.layers.Dense(10)(emb))
+
+    Reference:
+        Wen, Zhang, Li, Qiao, "A Discriminative Feature Learning Approach for Deep Face
+        Recognition", ECCV 2016.
+    """
+
+    def __init__(self, num_classes, alpha=0.5, weight=0.003, centers_initializer="zeros", **kwargs):
+        kwargs["autocast"] = False
+        super().__init__(**kwargs)
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        self.alpha = check_float("alpha", alpha, low=0.0, high=1.0)
+        self.weight = check_float("weight", weight, low=0.0)
+        self.centers_initializer = keras.initializers.get(centers_initializer)
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+            raise ValueError(
+                "`CenterLoss` takes `[embeddings, labels]`. "
+                f"Received: input_shape={input_shape}"
+            )
+        emb_shape = tuple(input_shape[0])
+        if len(emb_shape) != 2 or emb_shape[-1] is None:
+            raise ValueError(
+                "`embeddings` must have shape (batch_size, embedding_dim) with a known "
+                f"embedding_dim. Received: embeddings.shape={emb_shape}"
+            )
+        self.centers = self.add_weight(
+            name="centers",
+            shape=(self.num_classes, int(emb_shape[-1])),
+            initializer=self.centers_initializer,
+            trainable=False,
+            dtype="float32",
+            autocast=False,
+        )
+        self.built = True
+
+    def call(self, inputs, training=False):
+        embeddings, labels = inputs
+        if not training:
+            return embeddings
+        x = ops.cast(embeddings, "float32")
+        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        centers = ops.convert_to_tensor(self.centers)
+        diff = x - ops.take(centers, labels, axis=0)
+        self.add_loss(self.weight * 0.5 * ops.mean(ops.sum(ops.square(diff), axis=1)))
+        # The paper's update, for the classes of the batch only (n_j = 0 gives delta = 0).
+        x_stop = ops.stop_gradient(x)
+        sums = ops.segment_sum(x_stop, labels, num_segments=self.num_classes)
+        counts = ops.segment_sum(
+            ops.ones_like(labels, dtype="float32"), labels, num_segments=self.num_classes
+        )[:, None]
+        delta = (counts * centers - sums) / (1.0 + counts)
+        self.centers.assign(centers - self.alpha * delta)
+        return embeddings
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def compute_output_spec(self, inputs, training=False):
+        return keras.KerasTensor(inputs[0].shape, dtype=inputs[0].dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "alpha": self.alpha,
+                "weight": self.weight,
+                "centers_initializer": keras.initializers.serialize(self.centers_initializer),
+            }
+        )
+        return config

@@ -1,0 +1,103 @@
+"""Contrastive loss against a per-pair float64 reference (tensorflow-addons' definition)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_margins as km
+from tests.helpers import assert_config_round_trip, numerical_gradient
+
+
+def ref_contrastive(y, d, margin=1.0):
+    out = []
+    for yi, di in zip(np.ravel(y).astype(float), np.ravel(d).astype(float)):
+        out.append(di * di if yi == 1 else max(margin - di, 0.0) ** 2)
+    return np.array(out)
+
+
+@pytest.fixture
+def pairs(rng):
+    return rng.integers(0, 2, size=32), rng.uniform(0, 2, size=32).astype("float32")
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.5, 1.0, 2.5])
+def test_per_pair_values_match_reference(pairs, margin):
+    y, d = pairs
+    got = np.asarray(km.contrastive_loss(y, d, margin))
+    np.testing.assert_allclose(got, ref_contrastive(y, d, margin), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "y_shape, d_shape", [((32,), (32, 1)), ((32, 1), (32,)), ((32, 1), (32, 1))]
+)
+def test_shapes_are_aligned_not_broadcast(pairs, y_shape, d_shape):
+    y, d = pairs
+    got = float(km.ContrastiveLoss(margin=1.5)(y.reshape(y_shape), d.reshape(d_shape)))
+    np.testing.assert_allclose(got, ref_contrastive(y, d, 1.5).mean(), rtol=1e-6)
+
+
+def test_sample_weight(pairs):
+    y, d = pairs
+    w = np.linspace(0, 1, 32)
+    got = float(km.ContrastiveLoss()(y, d, sample_weight=w))
+    np.testing.assert_allclose(got, (ref_contrastive(y, d) * w).sum() / 32, rtol=1e-6)
+
+
+def test_gradient_matches_finite_differences(pairs):
+    y, d = pairs
+    d64 = d.astype("float64")
+    t = tf.constant(d)
+    with tf.GradientTape() as tape:
+        tape.watch(t)
+        loss = km.ContrastiveLoss(margin=1.2)(y, t)
+    grad = tape.gradient(loss, t).numpy()
+    num = numerical_gradient(lambda v: ref_contrastive(y, v, 1.2).mean(), d64)
+    np.testing.assert_allclose(grad, num, atol=1e-6)
+
+
+def test_zero_distance_similar_pair_has_zero_loss_and_gradient():
+    t = tf.constant([0.0, 0.0])
+    with tf.GradientTape() as tape:
+        tape.watch(t)
+        loss = km.ContrastiveLoss()(np.array([1, 0]), t)
+    np.testing.assert_allclose(float(loss), 0.5)  # (0 + 1) / 2
+    np.testing.assert_allclose(tape.gradient(loss, t).numpy(), [0.0, -1.0])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_distances(pairs, dtype):
+    y, d = pairs
+    low = tf.cast(d, dtype)
+    got = km.contrastive_loss(y, low)
+    assert got.dtype == tf.float32
+    np.testing.assert_allclose(
+        got.numpy(), ref_contrastive(y, tf.cast(low, "float32").numpy()), rtol=1e-6
+    )
+
+
+def test_jit_compile(pairs):
+    y, d = pairs
+    f = tf.function(lambda a, b: km.ContrastiveLoss()(a, b), jit_compile=True)
+    np.testing.assert_allclose(float(f(y, d)), ref_contrastive(y, d).mean(), rtol=1e-6)
+
+
+def test_config_round_trip():
+    clone = assert_config_round_trip(km.ContrastiveLoss(margin=2.0, reduction="sum"))
+    assert clone.margin == 2.0 and clone.reduction == "sum"
+
+
+@pytest.mark.parametrize("margin", [-1.0, float("inf"), "1"])
+def test_bad_margin_raises(margin):
+    with pytest.raises(ValueError, match="margin"):
+        km.ContrastiveLoss(margin=margin)
+    with pytest.raises(ValueError, match="margin"):
+        km.contrastive_loss(np.ones(2), np.ones(2), margin=margin)
+
+
+def test_keras_file_round_trip_keeps_the_loss(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss=km.ContrastiveLoss(margin=0.7))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.loss.get_config() == model.loss.get_config()

@@ -1,0 +1,90 @@
+"""Pairwise distances and label masks against scikit-learn and brute force."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.metrics.pairwise import cosine_distances, euclidean_distances
+
+from keras_margins.distances import label_masks, pairwise_distance, safe_sqrt
+
+
+@pytest.fixture
+def x(rng):
+    return rng.normal(size=(12, 5)).astype("float32")
+
+
+def test_l2_matches_sklearn(x):
+    got = np.asarray(pairwise_distance(x, "L2"))
+    np.testing.assert_allclose(got, euclidean_distances(x.astype("float64")), atol=2e-5)
+    assert np.all(np.diag(got) == 0.0)
+
+
+def test_squared_l2_matches_sklearn(x):
+    got = np.asarray(pairwise_distance(x, "squared-L2"))
+    ref = euclidean_distances(x.astype("float64"), squared=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+
+
+def test_angular_matches_sklearn(x):
+    got = np.asarray(pairwise_distance(x, "angular"))
+    ref = cosine_distances(x.astype("float64"))
+    np.fill_diagonal(ref, 0.0)
+    np.testing.assert_allclose(got, np.maximum(ref, 0.0), atol=1e-6)
+
+
+def test_callable_metric(x):
+    def manhattan(e):
+        return tf.reduce_sum(tf.abs(e[:, None, :] - e[None, :, :]), axis=-1)
+
+    got = np.asarray(pairwise_distance(x, manhattan))
+    ref = np.abs(x[:, None, :].astype("float64") - x[None, :, :]).sum(-1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular"])
+def test_low_precision_inputs_compute_in_float32(x, dtype, metric):
+    low = tf.cast(x, dtype)
+    got = pairwise_distance(low, metric)
+    assert got.dtype == tf.float32
+    ref = np.asarray(pairwise_distance(tf.cast(low, "float32"), metric))
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular"])
+def test_identical_embeddings_have_finite_gradients(metric):
+    x = tf.constant(np.ones((4, 3), "float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        d = pairwise_distance(x, metric)
+        total = tf.reduce_sum(d)
+    grad = tape.gradient(total, x).numpy()
+    np.testing.assert_allclose(d.numpy(), 0.0, atol=1e-6)
+    assert np.all(np.isfinite(grad))
+
+
+def test_safe_sqrt_value_and_gradient():
+    v = tf.constant([0.0, 1e-20, 4.0, 9.0])
+    with tf.GradientTape() as tape:
+        tape.watch(v)
+        s = safe_sqrt(v)
+        total = tf.reduce_sum(s)
+    g = tape.gradient(total, v).numpy()
+    np.testing.assert_allclose(s.numpy(), [0.0, 0.0, 2.0, 3.0])
+    np.testing.assert_allclose(g, [0.0, 0.0, 0.25, 1.0 / 6.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(9,), (9, 1)])
+def test_masks_match_brute_force(rng, shape):
+    labels = rng.integers(0, 3, size=9)
+    pos, neg = label_masks(labels.reshape(shape))
+    pos, neg = np.asarray(pos), np.asarray(neg)
+    for i in range(9):
+        for j in range(9):
+            assert pos[i, j] == (i != j and labels[i] == labels[j])
+            assert neg[i, j] == (labels[i] != labels[j])
+
+
+def test_bad_metric_names_the_argument(x):
+    with pytest.raises(ValueError, match="distance_metric"):
+        pairwise_distance(x, "cosine")
