@@ -1,1 +1,10 @@
-__all__ = []
+"""Offline evaluation of embeddings: verification, identification and retrieval (NumPy)."""
+
+from keras_margins.evaluation.identification import *  # noqa: F401,F403
+from keras_margins.evaluation.identification import __all__ as _identification_all
+from keras_margins.evaluation.retrieval import *  # noqa: F401,F403
+from keras_margins.evaluation.retrieval import __all__ as _retrieval_all
+from keras_margins.evaluation.verification import *  # noqa: F401,F403
+from keras_margins.evaluation.verification import __all__ as _verification_all
+
+__all__ = [*_verification_all, *_identification_all, *_retrieval_all]

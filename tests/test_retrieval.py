@@ -1,0 +1,327 @@
+"""Retrieval metrics and blocked k-NN search against brute-force NumPy."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import keras_margins as km
+
+
+PALETTE = np.array(
+    [[1, 0, 0], [0, 1, 0], [1, 2, 0], [2, 1, 3], [-1, 1, 1], [3, -2, 1], [0, -1, 2]], "float32"
+)
+
+
+def ref_sim(q, g, metric):
+    q = np.asarray(q, np.float64)
+    g = np.asarray(g, np.float64)
+    if metric == "cosine":
+        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+        gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+        return qn @ gn.T
+    return -np.sqrt(((q[:, None, :] - g[None, :, :]) ** 2).sum(-1))
+
+
+def ref_knn(q, g, k, metric, exclude_self=False):
+    s = ref_sim(q, g, metric)
+    idx = []
+    for i in range(len(q)):
+        cands = [j for j in range(len(g)) if not (exclude_self and j == i)]
+        cands.sort(key=lambda j: (-s[i, j], j))  # best first, ties -> smaller index
+        idx.append(cands[:k])
+    idx = np.array(idx)
+    vals = np.take_along_axis(s, idx, axis=1)
+    return (vals if metric == "cosine" else -vals), idx
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("block", [256 * 2**20, 3000, 1])
+def test_nearest_neighbors_matches_brute_force(rng, metric, block):
+    q = rng.normal(size=(37, 5))
+    g = rng.normal(size=(101, 5))
+    vals, idx = km.nearest_neighbors(q, g, k=7, metric=metric, max_block_bytes=block)
+    rvals, ridx = ref_knn(q, g, 7, metric)
+    np.testing.assert_array_equal(idx, ridx)
+    np.testing.assert_allclose(vals, rvals, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("block", [256 * 2**20, 2000])
+def test_nearest_neighbors_ties_go_to_smaller_index(rng, block):
+    # Rows drawn from a few pairwise non-parallel integer vectors: exact duplicates give
+    # exactly equal scores in float32 and float64 alike, straddling the k-th place.
+    g = PALETTE[rng.integers(0, len(PALETTE), 120)]
+    q = PALETTE[rng.integers(0, len(PALETTE), 30)]
+    for metric in ("cosine", "euclidean"):
+        _, idx = km.nearest_neighbors(q, g, k=9, metric=metric, max_block_bytes=block)
+        _, ridx = ref_knn(q, g, 9, metric)
+        np.testing.assert_array_equal(idx, ridx)
+
+
+def test_nearest_neighbors_exclude_self_and_float32(rng):
+    x = rng.normal(size=(50, 8)).astype("float32")
+    x[7] = x[3]  # a duplicate must still be found, only the query itself is excluded
+    vals, idx = km.nearest_neighbors(x, x, k=4, exclude_self=True, max_block_bytes=500)
+    _, ridx = ref_knn(x, x, 4, "cosine", exclude_self=True)
+    np.testing.assert_array_equal(idx, ridx)
+    assert idx[3, 0] == 7 and idx[7, 0] == 3
+    assert not np.any(idx == np.arange(50)[:, None])
+    np.testing.assert_allclose(vals[3, 0], 1.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics on ranked lists
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ranked_list_metrics_hand_example():
+    ql = np.array([0, 1, 2])
+    nl = np.array([[0, 1, 0, 0], [0, 1, 1, 2], [1, 1, 0, 0]])
+    # P@1: only query 0's first neighbour matches -> 1/3.
+    assert km.precision_at_k(ql, nl, k=1) == pytest.approx(1 / 3)
+    # P@2: hits 1, 1, 0 out of 2 each -> (1/2 + 1/2 + 0)/3.
+    assert km.precision_at_k(ql, nl, k=2) == pytest.approx(1 / 3)
+    # Recall@2: queries 0 and 1 have a hit in the top 2 -> 2/3.
+    assert km.recall_at_k(ql, nl, k=2) == pytest.approx(2 / 3)
+    # MAP@R with R = (3, 2, 1):
+    #   q0 hits at 1, 3 within R=3: (1/1 + 2/3)/3 = 5/9; q1 hit at 2 within R=2: (1/2)/2 = 1/4;
+    #   q2 no hit in its first neighbour: 0.
+    assert km.map_at_r(ql, nl, [3, 2, 1]) == pytest.approx((5 / 9 + 1 / 4 + 0) / 3)
+
+
+def test_map_at_k_and_new_individual():
+    # Whale-style: the true label at prediction i scores 1/i.
+    assert km.map_at_k(["a", "b", "c"], [["a"], ["x", "y", "b"], ["x"] * 5], k=5) == pytest.approx(
+        (1 + 1 / 3 + 0) / 3
+    )
+    assert km.map_at_k(["b"], [["x", "y", "z", "w", "v", "b"]], k=5) == 0.0  # beyond k
+    preds = km.predict_labels(
+        [[0.9, 0.85, 0.6, 0.4, 0.3, 0.2]], [[3, 3, 5, 7, 8, 9]], k=5, new_label=-1,
+        new_threshold=0.5,
+    )
+    assert preds == [[3, 5, -1, 7, 8]]  # duplicate 3 dropped, "new" where similarity < 0.5
+    preds = km.predict_labels([[4.0, 1.0]], [[1, 2]], k=5, new_label=-1, new_threshold=2.0,
+                              metric="euclidean")
+    assert preds == [[-1, 1, 2]]  # distance 4 > 2: new individual first
+    assert km.predict_labels([[0.9, 0.8]], [[1, 2]], k=5, new_label=-1, new_threshold=0.5) == [
+        [1, 2, -1]
+    ]
+
+
+def ref_retrieval(q, ql, g, gl, metric, self_search):
+    s = ref_sim(q, g, metric)
+    p1, rec5, aps = [], [], []
+    for i in range(len(q)):
+        order = sorted((j for j in range(len(g)) if not (self_search and j == i)),
+                       key=lambda j: (-s[i, j], j))
+        hits = [gl[j] == ql[i] for j in order]
+        p1.append(hits[0])
+        rec5.append(any(hits[:5]))
+        r = sum(hits)
+        if r:
+            aps.append(sum(np.mean(hits[: n + 1]) for n in range(r) if hits[n]) / r)
+    return np.mean(p1), np.mean(rec5), np.mean(aps)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_retrieval_metrics_match_brute_force(rng, metric):
+    centres = rng.normal(size=(6, 4))
+    ql = rng.integers(0, 6, 40)
+    q = centres[ql] + 0.8 * rng.normal(size=(40, 4))
+    gl = rng.integers(0, 6, 70)
+    g = centres[gl] + 0.8 * rng.normal(size=(70, 4))
+    out = km.retrieval_metrics(q, ql, g, gl, ks=(1, 5), metric=metric)
+    p1, rec5, mapr = ref_retrieval(q, ql, g, gl, metric, False)
+    assert out["precision@1"] == pytest.approx(p1)
+    assert out["recall@1"] == pytest.approx(p1)
+    assert out["recall@5"] == pytest.approx(rec5)
+    assert out["map@r"] == pytest.approx(mapr)
+    assert 0.2 < p1 < 0.95
+    loo = km.retrieval_metrics(q, ql, ks=(5,), metric=metric)
+    p1, rec5, mapr = ref_retrieval(q, ql, q, ql, metric, True)
+    assert loo["precision@1"] == pytest.approx(p1)
+    assert loo["recall@5"] == pytest.approx(rec5)
+    assert loo["map@r"] == pytest.approx(mapr)
+
+
+def test_retrieval_map5_new_individual(rng):
+    g = np.eye(4)
+    gl = np.array([10, 11, 12, 13])
+    q = np.array([[1, 0.1, 0, 0], [0, 0, 0.1, 1], [0.5, 0.5, 0.5, 0.5]])
+    ql = np.array([10, 13, 99])  # 99 is a new individual
+    # Top labels: q0 -> 10 (0.995...), q1 -> 13, q2 -> all similarities 0.5 < 0.7 -> new first.
+    out = km.retrieval_metrics(q, ql, g, gl, ks=(1,), new_label=-1, new_threshold=0.7)
+    assert out["map@5"] == pytest.approx(1.0)
+    out = km.retrieval_metrics(q, ql, g, gl, ks=(1,))
+    assert out["map@5"] == pytest.approx(2 / 3)  # no threshold: the newcomer always misses
+
+
+# ---------------------------------------------------------------------------------------------
+# Match sets and F1
+# ---------------------------------------------------------------------------------------------
+
+
+def ref_match_f1(q, ql, g, gl, t, metric, self_search, include_self=True):
+    s = ref_sim(q, g, metric)
+    f1s = []
+    for i in range(len(q)):
+        pred, true = set(), set()
+        for j in range(len(g)):
+            if self_search and i == j:
+                if include_self:
+                    pred.add(j)
+                    true.add(j)
+                continue
+            ok = s[i, j] >= t if metric == "cosine" else -s[i, j] <= t
+            if ok:
+                pred.add(j)
+            if gl[j] == ql[i]:
+                true.add(j)
+        denom = len(pred) + len(true)
+        f1s.append(1.0 if denom == 0 else 2 * len(pred & true) / denom)
+    return np.mean(f1s)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("include_self", [True, False])
+def test_match_f1_sweep_matches_brute_force(rng, metric, include_self):
+    centres = rng.normal(size=(8, 4)) * 2
+    ql = rng.integers(0, 8, 45)
+    q = centres[ql] + 0.6 * rng.normal(size=(45, 4))
+    thresholds = np.linspace(-0.5, 1, 16) if metric == "cosine" else np.linspace(0, 4, 17)
+    out = km.match_f1_sweep(q, ql, thresholds=thresholds, metric=metric,
+                            include_self=include_self, max_block_bytes=5000)
+    ref = [ref_match_f1(q, ql, q, ql, t, metric, True, include_self) for t in out["thresholds"]]
+    np.testing.assert_allclose(out["f1"], ref, rtol=1e-12)
+    best = int(np.argmax(ref))
+    assert out["best_threshold"] == pytest.approx(out["thresholds"][best])
+    assert out["best_f1"] == pytest.approx(ref[best])
+    assert 0.5 < out["best_f1"] < 1.0
+    t = out["best_threshold"]
+    assert km.match_f1(q, ql, threshold=t, metric=metric, include_self=include_self) == (
+        pytest.approx(ref[best])
+    )
+
+
+def test_match_f1_separate_gallery(rng):
+    q = rng.normal(size=(20, 3))
+    ql = rng.integers(0, 4, 20)
+    g = rng.normal(size=(30, 3))
+    gl = rng.integers(0, 6, 30)
+    for t in (-0.2, 0.3, 0.9):
+        assert km.match_f1(q, ql, g, gl, threshold=t) == pytest.approx(
+            ref_match_f1(q, ql, g, gl, t, "cosine", False)
+        )
+
+
+def test_default_threshold_grid():
+    x = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype="float32")
+    out = km.match_f1_sweep(x, [0, 0, 1])
+    assert out["thresholds"].size == 101 and out["thresholds"][0] == -1.0
+    assert out["best_f1"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input and backends
+# ---------------------------------------------------------------------------------------------
+
+
+def test_errors(rng):
+    x = rng.normal(size=(5, 3))
+    with pytest.raises(ValueError, match="`k` must be at most"):
+        km.nearest_neighbors(x, x, k=6)
+    with pytest.raises(ValueError, match="`k` must be at most"):
+        km.nearest_neighbors(x, x, k=5, exclude_self=True)
+    with pytest.raises(ValueError, match="`k`"):
+        km.nearest_neighbors(x, x, k=0)
+    with pytest.raises(ValueError, match="exclude_self"):
+        km.nearest_neighbors(x[:3], x, k=1, exclude_self=True)
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="gallery.*finite"):
+        km.nearest_neighbors(x, bad, k=1)
+    with pytest.raises(ValueError, match="empty"):
+        km.nearest_neighbors(np.zeros((0, 3)), x, k=1)
+    with pytest.raises(ValueError, match="embedding dimension"):
+        km.nearest_neighbors(x[:, :2], x, k=1)
+    with pytest.raises(ValueError, match="query_labels"):
+        km.retrieval_metrics(x, [0, 1, 0])
+    with pytest.raises(ValueError, match="given together"):
+        km.retrieval_metrics(x, [0, 1, 0, 1, 0], gallery_embeddings=x)
+    with pytest.raises(ValueError, match="ks"):
+        km.retrieval_metrics(x, [0, 1, 0, 1, 0], ks=(5,))
+    with pytest.raises(ValueError, match="`k`"):
+        km.precision_at_k([0, 1], [[0], [1]], k=2)
+    with pytest.raises(ValueError, match="num_relevant"):
+        km.map_at_r([0, 1], [[0], [1]], [1])
+    with pytest.raises(ValueError, match="thresholds"):
+        km.match_f1_sweep(x, [0, 1, 0, 1, 0], thresholds=[np.nan])
+    with pytest.raises(ValueError, match="new_label"):
+        km.predict_labels([[0.1]], [[1]], new_threshold=0.5)
+    with pytest.raises(ValueError, match="backend"):
+        km.nearest_neighbors(x, x, k=1, backend="annoy")
+
+
+def test_faiss_backend_missing(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ImportError
+    x = np.eye(3)
+    with pytest.raises(ImportError, match="faiss"):
+        km.nearest_neighbors(x, x, k=1, backend="faiss")
+    _, idx = km.nearest_neighbors(x, x, k=1, backend="auto")  # falls back to NumPy
+    np.testing.assert_array_equal(idx[:, 0], [0, 1, 2])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss not installed")
+def test_faiss_backend_agrees(rng):
+    q = rng.normal(size=(30, 16)).astype("float32")
+    g = rng.normal(size=(200, 16)).astype("float32")
+    for metric in ("cosine", "euclidean"):
+        v1, i1 = km.nearest_neighbors(q, g, k=5, metric=metric, backend="faiss")
+        v2, i2 = km.nearest_neighbors(q, g, k=5, metric=metric)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_allclose(v1, v2, atol=1e-4)
+    _, i3 = km.nearest_neighbors(g, g, k=3, exclude_self=True, backend="faiss")
+    _, i4 = km.nearest_neighbors(g, g, k=3, exclude_self=True)
+    np.testing.assert_array_equal(i3, i4)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "ties", "constant"])
+def test_nearest_neighbors_wide_gallery_paths(rng, kind):
+    # Galleries wider than the 2048-column sample exercise the bound-and-gather path
+    # (gaussian), the same with many exact ties (ties), and the argpartition fallback
+    # (constant: every score equal).
+    if kind == "gaussian":
+        g = rng.normal(size=(5000, 6)).astype("float32")
+        q = rng.normal(size=(12, 6)).astype("float32")
+    elif kind == "ties":
+        # +-1 vectors in 8-D: all norms equal and dot products exact integers, so cosines tie
+        # exactly (in float32 and float64 alike) and only where they are mathematically equal.
+        g = rng.choice([-1.0, 1.0], size=(5000, 8)).astype("float32")
+        q = g[rng.integers(0, 5000, 12)]
+    else:
+        g = np.ones((5000, 4), "float32")
+        q = np.ones((12, 4), "float32")
+    for metric in ("cosine", "euclidean"):
+        _, idx = km.nearest_neighbors(q, g, k=15, metric=metric)
+        _, ridx = ref_knn(q, g, 15, metric)
+        np.testing.assert_array_equal(idx, ridx)
+
+
+def test_nearest_neighbors_memory_stays_bounded(rng):
+    # 400 x 20,000 float32 scores would take 32 MB (plus 64 MB of argpartition indices); with
+    # a 2 MiB block budget the search must never come close to that.
+    import tracemalloc
+
+    q = rng.normal(size=(400, 16)).astype("float32")
+    g = rng.normal(size=(20_000, 16)).astype("float32")
+    tracemalloc.start()
+    _, idx = km.nearest_neighbors(q, g, k=5, max_block_bytes=2 * 2**20)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 6 * 2**20, peak
+    full = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
+        g / np.linalg.norm(g, axis=1, keepdims=True)
+    ).T
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1, kind="stable")[:, :5])
