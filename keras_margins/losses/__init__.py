@@ -1,7 +1,13 @@
-"""Metric-learning losses: triplet (semi-hard, batch-hard, batch-all), contrastive, center."""
+"""Metric-learning losses (triplet, contrastive, center) and the mining-based softmax losses."""
 
 from keras_margins.losses.center import CenterLoss
 from keras_margins.losses.contrastive import ContrastiveLoss, contrastive_loss
+from keras_margins.losses.mining import (
+    FocalSoftmaxLoss,
+    HardMiningSoftmaxLoss,
+    focal_softmax_loss,
+    hard_mining_softmax_loss,
+)
 from keras_margins.losses.triplet import (
     ActiveTripletFraction,
     TripletHardLoss,
@@ -16,10 +22,14 @@ __all__ = [
     "ActiveTripletFraction",
     "CenterLoss",
     "ContrastiveLoss",
+    "FocalSoftmaxLoss",
+    "HardMiningSoftmaxLoss",
     "TripletHardLoss",
     "TripletLoss",
     "TripletSemiHardLoss",
     "contrastive_loss",
+    "focal_softmax_loss",
+    "hard_mining_softmax_loss",
     "triplet_hard_loss",
     "triplet_loss",
     "triplet_semihard_loss",
