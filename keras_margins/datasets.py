@@ -196,14 +196,14 @@ def read_idx(path):
         ValueError: If the file is not a valid IDX file (bad magic number, unknown type, size
             that does not match the header, truncated gzip stream).
 
-    Example:
+    Examples:
 
-    >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "labels.idx1-ubyte")
-    >>> with open(path, "wb") as f:
-    ...     _ = f.write(bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 2, 9]))
-    >>> read_idx(path).tolist()
-    [7, 2, 9]
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "labels.idx1-ubyte")
+        >>> with open(path, "wb") as f:
+        ...     _ = f.write(bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 2, 9]))
+        >>> read_idx(path).tolist()
+        [7, 2, 9]
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -264,11 +264,11 @@ def load_digits(flat=False, test_size=0.3, seed=0):
     Returns:
         A `Dataset` with ``source="digits"``.
 
-    Example:
+    Examples:
 
-    >>> data = load_digits()
-    >>> data.x_train.shape[1:], data.source, data.num_classes
-    ((8, 8, 1), 'digits', 10)
+        >>> data = load_digits()
+        >>> data.x_train.shape[1:], data.source, data.num_classes
+        ((8, 8, 1), 'digits', 10)
     """
     flat = bool(flat)
     test_size = check_float("test_size", test_size, 0.0, 1.0, low_open=True, high_open=True)
@@ -358,11 +358,11 @@ def load_fashion_mnist(
         A `Dataset` (60000 training and 10000 test images for Fashion-MNIST), with ``source``
         set to the source used.
 
-    Example:
+    Examples:
 
-    >>> data = load_fashion_mnist(allow_download=False)
-    >>> data.source in ("debian", "digits")
-    True
+        >>> data = load_fashion_mnist(allow_download=False)
+        >>> data.source in ("debian", "digits")
+        True
     """
     check_choice("source", source, ("auto", "keras", "debian", "digits"))
     download_timeout = check_float("download_timeout", download_timeout, 0.0, low_open=True)
@@ -418,13 +418,13 @@ def open_set_split(x, y, num_held_out, seed=0, class_names=None):
     Returns:
         An `OpenSetSplit` with labels renumbered ``0..n-1`` on each side.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np
-    >>> x, y = np.arange(12.0).reshape(6, 2), np.array([0, 0, 1, 1, 2, 2])
-    >>> split = open_set_split(x, y, num_held_out=1, seed=0)
-    >>> len(set(split.train_classes) & set(split.test_classes))
-    0
+        >>> import numpy as np
+        >>> x, y = np.arange(12.0).reshape(6, 2), np.array([0, 0, 1, 1, 2, 2])
+        >>> split = open_set_split(x, y, num_held_out=1, seed=0)
+        >>> len(set(split.train_classes) & set(split.test_classes))
+        0
     """
     y = np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
@@ -469,11 +469,11 @@ def find_fonts(font_dirs=None):
     Returns:
         A sorted list of unique real paths of ``.ttf`` and ``.otf`` files.
 
-    Example:
+    Examples:
 
-    >>> fonts = find_fonts()
-    >>> all(f.endswith((".ttf", ".otf")) for f in fonts)
-    True
+        >>> fonts = find_fonts()
+        >>> all(f.endswith((".ttf", ".otf")) for f in fonts)
+        True
     """
     found = set()
     dirs = ["/usr/share/fonts"] if font_dirs is None else [os.fspath(d) for d in font_dirs]
@@ -675,12 +675,12 @@ def load_glyphs(
         FileNotFoundError: If no font file is found (the message gives the apt command).
         ValueError: For a bad argument, or if no font covers all the characters.
 
-    Example:
+    Examples:
 
-    >>> fonts = [f for f in find_fonts() if "DejaVu" in f]
-    >>> data = load_glyphs(characters="ABCDEF", fonts=fonts, use_cache=False)
-    >>> data.x_train.shape[1:], data.num_train_classes + data.num_test_classes
-    ((32, 32, 1), 6)
+        >>> fonts = [f for f in find_fonts() if "DejaVu" in f]
+        >>> data = load_glyphs(characters="ABCDEF", fonts=fonts, use_cache=False)
+        >>> data.x_train.shape[1:], data.num_train_classes + data.num_test_classes
+        ((32, 32, 1), 6)
     """
     if characters is None:
         characters = GLYPH_CHARACTERS

@@ -89,13 +89,13 @@ def pairwise_distance(embeddings, distance_metric="L2"):
     Returns:
         float32 tensor ``(B, B)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np
-    >>> from keras_margins.distances import pairwise_distance
-    >>> x = np.array([[0.0, 0.0], [3.0, 4.0]], dtype="float32")
-    >>> np.asarray(pairwise_distance(x)).tolist()
-    [[0.0, 5.0], [5.0, 0.0]]
+        >>> import numpy as np
+        >>> from keras_margins.distances import pairwise_distance
+        >>> x = np.array([[0.0, 0.0], [3.0, 4.0]], dtype="float32")
+        >>> np.asarray(pairwise_distance(x)).tolist()
+        [[0.0, 5.0], [5.0, 0.0]]
     """
     distance_metric = check_distance_metric(distance_metric)
     if callable(distance_metric):
@@ -123,13 +123,13 @@ def label_masks(labels):
         ``(positive, negative)``: boolean ``(B, B)`` tensors. ``positive[i, j]`` is true when
         ``i != j`` and the labels are equal; ``negative[i, j]`` when the labels differ.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np
-    >>> from keras_margins.distances import label_masks
-    >>> pos, neg = label_masks(np.array([0, 0, 1]))
-    >>> np.asarray(pos).astype(int).tolist()
-    [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
+        >>> import numpy as np
+        >>> from keras_margins.distances import label_masks
+        >>> pos, neg = label_masks(np.array([0, 0, 1]))
+        >>> np.asarray(pos).astype(int).tolist()
+        [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
     """
     labels = flatten_labels(labels)
     same = ops.equal(labels[:, None], labels[None, :])

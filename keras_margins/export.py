@@ -247,15 +247,15 @@ def get_embedding_model(model, normalize=True, head=None):
     Raises:
         ValueError: if no embedding output can be identified.
 
-    Example:
+    Examples:
 
-    >>> import keras, keras_margins as km
-    >>> from keras_margins.export import get_embedding_model
-    >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
-    >>> train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=10))
-    >>> embed = get_embedding_model(train_model)
-    >>> [tuple(t.shape) for t in embed.inputs], tuple(embed.output.shape), embed.output.dtype
-    ([(None, 64)], (None, 8), 'float32')
+        >>> import keras, keras_margins as km
+        >>> from keras_margins.export import get_embedding_model
+        >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+        >>> train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=10))
+        >>> embed = get_embedding_model(train_model)
+        >>> [tuple(t.shape) for t in embed.inputs], tuple(embed.output.shape), embed.output.dtype
+        ([(None, 64)], (None, 8), 'float32')
     """
     _check_bool("normalize", normalize)
     inputs, features, _ = _locate(model, head)
@@ -433,19 +433,19 @@ def export_saved_model(model, path, normalize=True, top_k=None, head=None, overw
         ValueError: no identifiable embedding output, or a bad argument.
         FileExistsError: ``path`` exists, is not empty and ``overwrite=False``.
 
-    Example:
+    Examples:
 
-    >>> import tempfile, os, numpy as np, tensorflow as tf, keras, keras_margins as km
-    >>> from keras_margins.export import export_saved_model
-    >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
-    >>> train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=10))
-    >>> out = export_saved_model(train_model, os.path.join(tempfile.mkdtemp(), "m"), top_k=3)
-    >>> served = tf.saved_model.load(out)
-    >>> emb = served.signatures["serving_default"](images=tf.zeros((5, 64)))["embeddings"]
-    >>> emb.shape, emb.dtype.name
-    (TensorShape([5, 8]), 'float32')
-    >>> served.signatures["classify"](images=tf.ones((2, 64)))["class_ids"].shape
-    TensorShape([2, 3])
+        >>> import tempfile, os, numpy as np, tensorflow as tf, keras, keras_margins as km
+        >>> from keras_margins.export import export_saved_model
+        >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+        >>> train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=10))
+        >>> out = export_saved_model(train_model, os.path.join(tempfile.mkdtemp(), "m"), top_k=3)
+        >>> served = tf.saved_model.load(out)
+        >>> emb = served.signatures["serving_default"](images=tf.zeros((5, 64)))["embeddings"]
+        >>> emb.shape, emb.dtype.name
+        (TensorShape([5, 8]), 'float32')
+        >>> served.signatures["classify"](images=tf.ones((2, 64)))["class_ids"].shape
+        TensorShape([2, 3])
     """
     _, specs, functions, trackables = _serving_functions(model, normalize, head, top_k)
     with _staged_output(path, overwrite) as target:
@@ -472,14 +472,14 @@ def export_tflite(model, path, normalize=True, head=None, overwrite=False, optim
     Returns:
         The absolute output path (``str``).
 
-    Example:
+    Examples:
 
-    >>> import tempfile, os, keras, keras_margins as km
-    >>> from keras_margins.export import export_tflite
-    >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
-    >>> out = export_tflite(backbone, os.path.join(tempfile.mkdtemp(), "embed.tflite"))
-    >>> os.path.getsize(out) > 0
-    True
+        >>> import tempfile, os, keras, keras_margins as km
+        >>> from keras_margins.export import export_tflite
+        >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+        >>> out = export_tflite(backbone, os.path.join(tempfile.mkdtemp(), "embed.tflite"))
+        >>> os.path.getsize(out) > 0
+        True
     """
     import tensorflow as tf
 
@@ -525,14 +525,14 @@ def export_onnx(model, path, normalize=True, head=None, overwrite=False, opset=N
     Raises:
         ImportError: tf2onnx is not installed or cannot be imported with this TensorFlow.
 
-    Example:
+    Examples:
 
-    >>> import tempfile, os, keras, keras_margins as km
-    >>> from keras_margins.export import export_onnx
-    >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
-    >>> out = export_onnx(backbone, os.path.join(tempfile.mkdtemp(), "embed.onnx"))
-    >>> os.path.getsize(out) > 0
-    True
+        >>> import tempfile, os, keras, keras_margins as km
+        >>> from keras_margins.export import export_onnx
+        >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
+        >>> out = export_onnx(backbone, os.path.join(tempfile.mkdtemp(), "embed.onnx"))
+        >>> os.path.getsize(out) > 0
+        True
     """
     if opset is not None:
         opset = check_int("opset", opset, minimum=7)

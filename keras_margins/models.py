@@ -38,17 +38,17 @@ def build_models(backbone, head, normalize_embeddings=True, label_dtype="int32")
     Returns:
         ``(training_model, embedding_model)``.
 
-    Example:
+    Examples:
 
-    >>> import keras, keras_margins as km
-    >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16)])
-    >>> train_model, embed_model = km.build_models(backbone, km.ArcFace(num_classes=10))
-    >>> train_model.compile(
-    ...     optimizer="adam",
-    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    ... )
-    >>> [tuple(t.shape) for t in train_model.inputs]
-    [(None, 64), (None,)]
+        >>> import keras, keras_margins as km
+        >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16)])
+        >>> train_model, embed_model = km.build_models(backbone, km.ArcFace(num_classes=10))
+        >>> train_model.compile(
+        ...     optimizer="adam",
+        ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        ... )
+        >>> [tuple(t.shape) for t in train_model.inputs]
+        [(None, 64), (None,)]
     """
     if not isinstance(head, MarginHead) and not isinstance(head, keras.layers.Layer):
         raise ValueError(f"`head` must be a Keras layer (a margin head). Received: head={head!r}")

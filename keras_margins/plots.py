@@ -64,13 +64,13 @@ def plot_roc(far, tar=None, label=None, ax=None, path=None, mark_fars=True):
     Returns:
         The matplotlib ``Figure``.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> from keras_margins.plots import plot_roc
-    >>> fig = plot_roc(*km.roc_curve([0.9, 0.5, 0.4, 0.1], [1, 0, 1, 0])[:2])
-    >>> fig.axes[0].get_xscale()
-    'log'
+        >>> import keras_margins as km
+        >>> from keras_margins.plots import plot_roc
+        >>> fig = plot_roc(*km.roc_curve([0.9, 0.5, 0.4, 0.1], [1, 0, 1, 0])[:2])
+        >>> fig.axes[0].get_xscale()
+        'log'
     """
     report = None
     if tar is None:
@@ -118,12 +118,12 @@ def plot_cmc(ranks, cmc=None, label=None, ax=None, path=None):
     Returns:
         The matplotlib ``Figure``.
 
-    Example:
+    Examples:
 
-    >>> from keras_margins.plots import plot_cmc
-    >>> fig = plot_cmc([1, 2, 3], [0.5, 0.9, 1.0])
-    >>> fig.axes[0].get_xlabel()
-    'Rank'
+        >>> from keras_margins.plots import plot_cmc
+        >>> fig = plot_cmc([1, 2, 3], [0.5, 0.9, 1.0])
+        >>> fig.axes[0].get_xlabel()
+        'Rank'
     """
     if cmc is None:
         ranks, cmc = ranks
@@ -160,12 +160,12 @@ def plot_score_histogram(scores, issame=None, threshold=None, bins=50, ax=None, 
     Returns:
         The matplotlib ``Figure``.
 
-    Example:
+    Examples:
 
-    >>> from keras_margins.plots import plot_score_histogram
-    >>> fig = plot_score_histogram([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0], bins=4)
-    >>> len(fig.axes[0].patches)
-    8
+        >>> from keras_margins.plots import plot_score_histogram
+        >>> fig = plot_score_histogram([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0], bins=4)
+        >>> len(fig.axes[0].patches)
+        8
     """
     xlabel = "Score"
     if issame is None:
@@ -225,14 +225,14 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
         Liu et al., "SphereFace: Deep Hypersphere Embedding for Face Recognition", CVPR 2017
         (figure of features on the sphere); Deng et al., "ArcFace", CVPR 2019.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np
-    >>> from keras_margins.plots import plot_features_on_sphere
-    >>> x = np.array([[1.0, 0.1], [2.0, -0.1], [-0.1, 1.0]])
-    >>> fig = plot_features_on_sphere(x, [0, 0, 1])
-    >>> len(fig.axes[0].collections)
-    2
+        >>> import numpy as np
+        >>> from keras_margins.plots import plot_features_on_sphere
+        >>> x = np.array([[1.0, 0.1], [2.0, -0.1], [-0.1, 1.0]])
+        >>> fig = plot_features_on_sphere(x, [0, 0, 1])
+        >>> len(fig.axes[0].collections)
+        2
     """
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] not in (2, 3) or x.shape[0] == 0:

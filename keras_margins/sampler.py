@@ -30,15 +30,15 @@ class PKSampler:
         small_classes: ``"replace"`` or ``"drop"``. Defaults to ``"replace"``.
         seed: Seed of the random stream. Defaults to ``None`` (not reproducible).
 
-    Example:
+    Examples:
 
-    >>> import numpy as np
-    >>> from keras_margins.sampler import PKSampler
-    >>> labels = np.repeat(np.arange(10), 6)
-    >>> sampler = PKSampler(labels, p=4, k=3, seed=0)
-    >>> batch = sampler.batch_indices()
-    >>> sorted(np.unique(labels[batch], return_counts=True)[1].tolist())
-    [3, 3, 3, 3]
+        >>> import numpy as np
+        >>> from keras_margins.sampler import PKSampler
+        >>> labels = np.repeat(np.arange(10), 6)
+        >>> sampler = PKSampler(labels, p=4, k=3, seed=0)
+        >>> batch = sampler.batch_indices()
+        >>> sorted(np.unique(labels[batch], return_counts=True)[1].tolist())
+        [3, 3, 3, 3]
 
     Reference:
         Hermans, Beyer, Leibe, "In Defense of the Triplet Loss for Person Re-Identification",

@@ -29,13 +29,13 @@ class PairDistance(keras.layers.Layer):
     Returns:
         float32 distances ``(B,)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np
-    >>> from keras_margins.siamese import PairDistance
-    >>> a = np.array([[0.0, 0.0]], "float32"); b = np.array([[3.0, 4.0]], "float32")
-    >>> np.asarray(PairDistance()([a, b])).tolist()
-    [5.0]
+        >>> import numpy as np
+        >>> from keras_margins.siamese import PairDistance
+        >>> a = np.array([[0.0, 0.0]], "float32"); b = np.array([[3.0, 4.0]], "float32")
+        >>> np.asarray(PairDistance()([a, b])).tolist()
+        [5.0]
 
     Reference:
         Bromley et al., "Signature Verification using a Siamese Time Delay Neural Network",
@@ -86,13 +86,13 @@ def build_siamese_model(backbone, metric="euclidean", name="siamese"):
         A ``keras.Model`` with inputs ``[a, b]`` and float32 distances ``(B,)`` as output; train
         it with :class:`keras_margins.ContrastiveLoss` and keep using ``backbone`` for embeddings.
 
-    Example:
+    Examples:
 
-    >>> import keras, keras_margins as km
-    >>> backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
-    >>> from keras_margins.siamese import build_siamese_model
-    >>> siamese = build_siamese_model(backbone)
-    >>> siamese.compile(optimizer="adam", loss=km.ContrastiveLoss(margin=1.0))
+        >>> import keras, keras_margins as km
+        >>> backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+        >>> from keras_margins.siamese import build_siamese_model
+        >>> siamese = build_siamese_model(backbone)
+        >>> siamese.compile(optimizer="adam", loss=km.ContrastiveLoss(margin=1.0))
     """
     check_choice("metric", metric, PAIR_METRICS)
     shape = backbone.input_shape[1:]

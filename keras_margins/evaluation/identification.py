@@ -106,12 +106,12 @@ def identification_ranks(probe_embeddings, probe_labels, gallery_embeddings, gal
     Returns:
         Int64 array of shape ``(num_probes,)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> g = np.eye(3)
-    >>> km.identification_ranks([[1, 0.5, 0], [1, 0.9, 0]], [1, 1], g, [0, 1, 2]).tolist()
-    [2, 2]
+        >>> import numpy as np, keras_margins as km
+        >>> g = np.eye(3)
+        >>> km.identification_ranks([[1, 0.5, 0], [1, 0.9, 0]], [1, 1], g, [0, 1, 2]).tolist()
+        [2, 2]
     """
     return _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
                          metric, max_block_bytes)[2]
@@ -134,12 +134,12 @@ def cmc_curve(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels
     Returns:
         ``(ranks, cmc)``: ``ranks = [1, ..., max_rank]`` and the identification rate at each.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> ranks, cmc = km.cmc_curve([[1, 0.2, 0], [0.1, 0, 1]], [1, 2], np.eye(3), [0, 1, 2])
-    >>> cmc.tolist()
-    [0.5, 1.0, 1.0]
+        >>> import numpy as np, keras_margins as km
+        >>> ranks, cmc = km.cmc_curve([[1, 0.2, 0], [0.1, 0, 1]], [1, 2], np.eye(3), [0, 1, 2])
+        >>> cmc.tolist()
+        [0.5, 1.0, 1.0]
     """
     _, _, ranks, _, _, _, n_ids = _mated_scores(
         probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
@@ -174,11 +174,11 @@ def rank_k_accuracy(probe_embeddings, probe_labels, gallery_embeddings, gallery_
     Returns:
         A float in ``[0, 1]``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> km.rank_k_accuracy([[1, 0.2, 0], [0.1, 0, 1]], [1, 2], np.eye(3), [0, 1, 2], k=1)
-    0.5
+        >>> import numpy as np, keras_margins as km
+        >>> km.rank_k_accuracy([[1, 0.2, 0], [0.1, 0, 1]], [1, 2], np.eye(3), [0, 1, 2], k=1)
+        0.5
     """
     k = check_int("k", k, minimum=1)
     _, cmc = cmc_curve(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
@@ -219,13 +219,13 @@ def rank1_with_distractors(
     Returns:
         A dict ``{n: rank-1 rate}`` for each evaluated size.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> out = km.rank1_with_distractors([[1, 0.2, 0]], [0], [[1, 0, 0]], [0],
-    ...                                 [[0, 0, 1], [1, 0.3, 0]], num_distractors=(0, 2))
-    >>> out
-    {0: 1.0, 2: 0.0}
+        >>> import numpy as np, keras_margins as km
+        >>> out = km.rank1_with_distractors([[1, 0.2, 0]], [0], [[1, 0, 0]], [0],
+        ...                                 [[0, 0, 1], [1, 0.3, 0]], num_distractors=(0, 2))
+        >>> out
+        {0: 1.0, 2: 0.0}
     """
     seed = check_int("seed", seed, minimum=0)
     p, _, ranks, true, _, _, _ = _mated_scores(
@@ -295,13 +295,13 @@ def dir_at_far(
         Grother, Ngan, Hanaoka, "Face Recognition Vendor Test (FRVT) Part 2: Identification",
         NIST IR 8271, 2019.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> probes = [[1, 0.1, 0], [0.1, 1, 0], [0, 0.2, 1], [0.6, 0.6, 0.5]]
-    >>> out = km.dir_at_far(probes, [0, 1, 7, 8], np.eye(2, 3), [0, 1], far_targets=(0.5,))
-    >>> out["dir"]
-    {0.5: 1.0}
+        >>> import numpy as np, keras_margins as km
+        >>> probes = [[1, 0.1, 0], [0.1, 1, 0], [0, 0.2, 1], [0.6, 0.6, 0.5]]
+        >>> out = km.dir_at_far(probes, [0, 1, 7, 8], np.eye(2, 3), [0, 1], far_targets=(0.5,))
+        >>> out["dir"]
+        {0.5: 1.0}
     """
     rank = check_int("rank", rank, minimum=1)
     fars = np.asarray(far_targets, dtype=np.float64).reshape(-1)

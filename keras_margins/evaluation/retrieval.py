@@ -227,13 +227,13 @@ def nearest_neighbors(
         ``(values, indices)``, both of shape ``(num_queries, k)``: cosine similarities
         (descending) or Euclidean distances (ascending), and the gallery indices.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> gallery = np.eye(4, dtype="float32")
-    >>> values, indices = km.nearest_neighbors(gallery[:2] + 0.1, gallery, k=2)
-    >>> indices.tolist()
-    [[0, 1], [1, 0]]
+        >>> import numpy as np, keras_margins as km
+        >>> gallery = np.eye(4, dtype="float32")
+        >>> values, indices = km.nearest_neighbors(gallery[:2] + 0.1, gallery, k=2)
+        >>> indices.tolist()
+        [[0, 1], [1, 0]]
     """
     check_choice("metric", metric, METRICS)
     check_choice("backend", backend, ("numpy", "faiss", "auto"))
@@ -344,11 +344,11 @@ def precision_at_k(query_labels, neighbor_labels, k=1):
     Returns:
         A float in ``[0, 1]``.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> km.precision_at_k([0, 1], [[0, 1], [0, 1]], k=1)
-    0.5
+        >>> import keras_margins as km
+        >>> km.precision_at_k([0, 1], [[0, 1], [0, 1]], k=1)
+        0.5
     """
     matches = _check_ranked("neighbor_labels", query_labels, neighbor_labels, k)
     return float(np.mean(matches[:, :k]))
@@ -368,11 +368,11 @@ def recall_at_k(query_labels, neighbor_labels, k=1):
     Returns:
         A float in ``[0, 1]``.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> km.recall_at_k([0, 1], [[0, 1], [0, 1]], k=2)
-    1.0
+        >>> import keras_margins as km
+        >>> km.recall_at_k([0, 1], [[0, 1], [0, 1]], k=2)
+        1.0
     """
     matches = _check_ranked("neighbor_labels", query_labels, neighbor_labels, k)
     return float(np.mean(np.any(matches[:, :k], axis=1)))
@@ -398,11 +398,11 @@ def map_at_r(query_labels, neighbor_labels, num_relevant):
     Reference:
         Musgrave, Belongie, Lim, "A Metric Learning Reality Check", ECCV 2020.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> round(km.map_at_r([0], [[0, 1, 0]], num_relevant=[2]), 4)  # (1 + 0) / 2
-    0.5
+        >>> import keras_margins as km
+        >>> round(km.map_at_r([0], [[0, 1, 0]], num_relevant=[2]), 4)  # (1 + 0) / 2
+        0.5
     """
     r = np.asarray(num_relevant).reshape(-1)
     matches = _check_ranked("neighbor_labels", query_labels, neighbor_labels, 1)
@@ -451,12 +451,12 @@ def predict_labels(neighbor_values, neighbor_labels, k=5, new_label=None, new_th
     Returns:
         A list (one per query) of lists of at most ``k`` labels.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> km.predict_labels([[0.9, 0.8, 0.3]], [["a", "a", "b"]], k=3, new_label="new",
-    ...                   new_threshold=0.5)
-    [['a', 'new', 'b']]
+        >>> import keras_margins as km
+        >>> km.predict_labels([[0.9, 0.8, 0.3]], [["a", "a", "b"]], k=3, new_label="new",
+        ...                   new_threshold=0.5)
+        [['a', 'new', 'b']]
     """
     check_choice("metric", metric, METRICS)
     k = check_int("k", k, minimum=1)
@@ -508,11 +508,11 @@ def map_at_k(query_labels, predicted_labels, k=5):
     Returns:
         A float in ``[0, 1]``.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> km.map_at_k(["a", "b"], [["a", "c"], ["c", "b"]], k=5)
-    0.75
+        >>> import keras_margins as km
+        >>> km.map_at_k(["a", "b"], [["a", "c"], ["c", "b"]], k=5)
+        0.75
     """
     k = check_int("k", k, minimum=1)
     truth = _check_labels("query_labels", query_labels)
@@ -603,12 +603,12 @@ def retrieval_metrics(
     Returns:
         A dict of floats: ``precision@1``, ``recall@{k}`` for each ``k``, ``map@r``, ``map@5``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype="float32")
-    >>> km.retrieval_metrics(x, [0, 0, 1, 1], ks=(1,))["precision@1"]
-    1.0
+        >>> import numpy as np, keras_margins as km
+        >>> x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype="float32")
+        >>> km.retrieval_metrics(x, [0, 0, 1, 1], ks=(1,))["precision@1"]
+        1.0
     """
     check_choice("metric", metric, METRICS)
     q, ql, g, gl, self_search = _split_args(
@@ -689,13 +689,13 @@ def match_f1_sweep(
         A dict: ``thresholds`` (sorted array), ``f1`` (mean F1 per threshold), ``best_threshold``
         and ``best_f1`` (the first maximum in sorted threshold order).
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> x = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype="float32")
-    >>> out = km.match_f1_sweep(x, [0, 0, 1], thresholds=[0.5, 0.999])
-    >>> out["best_threshold"], out["best_f1"]
-    (0.5, 1.0)
+        >>> import numpy as np, keras_margins as km
+        >>> x = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype="float32")
+        >>> out = km.match_f1_sweep(x, [0, 0, 1], thresholds=[0.5, 0.999])
+        >>> out["best_threshold"], out["best_f1"]
+        (0.5, 1.0)
     """
     check_choice("metric", metric, METRICS)
     q, ql, g, gl, self_search = _split_args(
@@ -800,12 +800,12 @@ def match_f1(query_embeddings, query_labels, gallery_embeddings=None, gallery_la
     Returns:
         The mean F1, a float in ``[0, 1]``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> x = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype="float32")
-    >>> km.match_f1(x, [0, 0, 1], threshold=0.5)
-    1.0
+        >>> import numpy as np, keras_margins as km
+        >>> x = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype="float32")
+        >>> km.match_f1(x, [0, 0, 1], threshold=0.5)
+        1.0
     """
     threshold = check_float("threshold", threshold)
     out = match_f1_sweep(query_embeddings, query_labels, gallery_embeddings, gallery_labels,

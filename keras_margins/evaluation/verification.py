@@ -93,11 +93,11 @@ def pair_scores(embeddings_a, embeddings_b, metric="cosine"):
     Returns:
         Float64 array of shape ``(num_pairs,)``.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> km.pair_scores([[1.0, 0.0]], [[0.0, 2.0]]).tolist()
-    [0.0]
+        >>> import keras_margins as km
+        >>> km.pair_scores([[1.0, 0.0]], [[0.0, 2.0]]).tolist()
+        [0.0]
     """
     check_choice("metric", metric, METRICS)
     a = _check_embeddings("embeddings_a", embeddings_a, dtype=np.float64)
@@ -155,11 +155,11 @@ def best_threshold(scores, issame):
     Returns:
         ``(threshold, accuracy)``.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> km.best_threshold([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
-    (0.55, 1.0)
+        >>> import keras_margins as km
+        >>> km.best_threshold([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])
+        (0.55, 1.0)
     """
     scores, issame = _check_scores(scores, issame)
     thr, acc = _cut_points(scores, issame)
@@ -185,12 +185,12 @@ def kfold_accuracy(scores, issame, n_folds=10):
         A dict: ``accuracies`` (per fold), ``thresholds`` (per fold), ``mean``, ``std``
         (population standard deviation over folds, as LFW reports).
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> out = km.kfold_accuracy([0.9, 0.2, 0.8, 0.1], [1, 0, 1, 0], n_folds=2)
-    >>> out["mean"]
-    1.0
+        >>> import keras_margins as km
+        >>> out = km.kfold_accuracy([0.9, 0.2, 0.8, 0.1], [1, 0, 1, 0], n_folds=2)
+        >>> out["mean"]
+        1.0
     """
     scores, issame = _check_scores(scores, issame)
     n_folds = check_int("n_folds", n_folds, minimum=2, maximum=scores.size)
@@ -227,12 +227,12 @@ def roc_curve(scores, issame):
     Returns:
         ``(far, tar, thresholds)``, each 1-D, ``thresholds`` decreasing.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> far, tar, thr = km.roc_curve([0.9, 0.5, 0.1], [1, 0, 1])
-    >>> far.tolist(), tar.tolist()
-    ([0.0, 0.0, 1.0, 1.0], [0.0, 0.5, 0.5, 1.0])
+        >>> import keras_margins as km
+        >>> far, tar, thr = km.roc_curve([0.9, 0.5, 0.1], [1, 0, 1])
+        >>> far.tolist(), tar.tolist()
+        ([0.0, 0.0, 1.0, 1.0], [0.0, 0.5, 0.5, 1.0])
     """
     scores, issame = _check_scores(scores, issame)
     order = np.argsort(-scores, kind="stable")
@@ -260,11 +260,11 @@ def auc_score(scores, issame):
     Returns:
         A float in ``[0, 1]``.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> km.auc_score([0.9, 0.5, 0.1], [1, 0, 1])
-    0.5
+        >>> import keras_margins as km
+        >>> km.auc_score([0.9, 0.5, 0.1], [1, 0, 1])
+        0.5
     """
     far, tar, _ = roc_curve(scores, issame)
     return float(np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2.0))
@@ -283,11 +283,11 @@ def equal_error_rate(scores, issame):
     Returns:
         ``(eer, threshold)``.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> km.equal_error_rate([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])[0]
-    0.0
+        >>> import keras_margins as km
+        >>> km.equal_error_rate([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0])[0]
+        0.0
     """
     far, tar, thr = roc_curve(scores, issame)
     d = far - (1.0 - tar)  # increasing from -1 to 1
@@ -320,13 +320,13 @@ def tar_at_far(scores, issame, far_targets=DEFAULT_FARS):
         A dict: ``tar`` and ``threshold`` and ``far`` (achieved) mapping each resolved target
         to a float, and ``unresolved``, a tuple of the targets left out.
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> out = km.tar_at_far([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [1, 1, 0, 1, 0, 0],
-    ...                     far_targets=(0.5, 0.1))
-    >>> out["tar"], out["unresolved"]
-    ({0.5: 1.0}, (0.1,))
+        >>> import keras_margins as km
+        >>> out = km.tar_at_far([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [1, 1, 0, 1, 0, 0],
+        ...                     far_targets=(0.5, 0.1))
+        >>> out["tar"], out["unresolved"]
+        ({0.5: 1.0}, (0.1,))
     """
     fars = _check_fars(far_targets)
     far, tar, thr = roc_curve(scores, issame)
@@ -425,12 +425,12 @@ def generate_pairs(labels, num_pairs=6000, seed=0):
     Returns:
         ``(index_a, index_b, issame)``: int64 indices into ``labels`` and booleans.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> a, b, same = km.generate_pairs([0, 0, 1, 1, 2, 2], num_pairs=4)
-    >>> same.tolist()
-    [True, False, True, False]
+        >>> import numpy as np, keras_margins as km
+        >>> a, b, same = km.generate_pairs([0, 0, 1, 1, 2, 2], num_pairs=4)
+        >>> same.tolist()
+        [True, False, True, False]
     """
     labels = _check_labels("labels", labels)
     num_pairs = check_int("num_pairs", num_pairs, minimum=2)
@@ -556,13 +556,13 @@ def evaluate_verification(
     Returns:
         A :class:`VerificationReport`.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> a = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype="float32")
-    >>> b = np.array([[1, 0.1], [0, 1], [0.1, 1], [1, 0]], dtype="float32")
-    >>> km.evaluate_verification(a, b, [1, 0, 1, 0], n_folds=2).accuracy
-    1.0
+        >>> import numpy as np, keras_margins as km
+        >>> a = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype="float32")
+        >>> b = np.array([[1, 0.1], [0, 1], [0.1, 1], [1, 0]], dtype="float32")
+        >>> km.evaluate_verification(a, b, [1, 0, 1, 0], n_folds=2).accuracy
+        1.0
     """
     check_choice("metric", metric, METRICS)
     raw = pair_scores(embeddings_a, embeddings_b, metric)
@@ -629,14 +629,14 @@ def verify_embeddings(
     Returns:
         A :class:`VerificationReport`.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> rng = np.random.default_rng(0)
-    >>> labels = np.repeat(np.arange(4), 10)
-    >>> x = np.eye(4)[labels] + 0.05 * rng.normal(size=(40, 4))
-    >>> km.verify_embeddings(x, labels, num_pairs=200).accuracy
-    1.0
+        >>> import numpy as np, keras_margins as km
+        >>> rng = np.random.default_rng(0)
+        >>> labels = np.repeat(np.arange(4), 10)
+        >>> x = np.eye(4)[labels] + 0.05 * rng.normal(size=(40, 4))
+        >>> km.verify_embeddings(x, labels, num_pairs=200).accuracy
+        1.0
     """
     x = _check_embeddings("embeddings", embeddings)
     labels = _check_labels("labels", labels, x.shape[0], "embeddings")

@@ -77,13 +77,13 @@ class ArcFace(MarginHead):
         float32 logits of shape ``(B, num_classes)``, for
         ``SparseCategoricalCrossentropy(from_logits=True)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> head = km.ArcFace(num_classes=10, scale=30.0, margin=0.5)
-    >>> x = np.random.rand(4, 8).astype("float32")
-    >>> head([x, np.array([0, 1, 2, 3])]).shape
-    (4, 10)
+        >>> import numpy as np, keras_margins as km
+        >>> head = km.ArcFace(num_classes=10, scale=30.0, margin=0.5)
+        >>> x = np.random.rand(4, 8).astype("float32")
+        >>> tuple(head([x, np.array([0, 1, 2, 3])]).shape)
+        (4, 10)
 
     Reference:
         Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition",
@@ -144,13 +144,13 @@ class CombinedMargin(MarginHead):
     Returns:
         float32 logits of shape ``(B, num_classes)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> head = km.CombinedMargin(num_classes=10, m1=1.0, m2=0.3, m3=0.2)
-    >>> x = np.random.rand(4, 8).astype("float32")
-    >>> head([x, np.array([0, 1, 2, 3])]).shape
-    (4, 10)
+        >>> import numpy as np, keras_margins as km
+        >>> head = km.CombinedMargin(num_classes=10, m1=1.0, m2=0.3, m3=0.2)
+        >>> x = np.random.rand(4, 8).astype("float32")
+        >>> tuple(head([x, np.array([0, 1, 2, 3])]).shape)
+        (4, 10)
 
     Reference:
         Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition",

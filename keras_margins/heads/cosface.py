@@ -34,13 +34,13 @@ class CosFace(MarginHead):
         float32 logits of shape ``(B, num_classes)``, for
         ``SparseCategoricalCrossentropy(from_logits=True)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> head = km.CosFace(num_classes=10)
-    >>> x = np.random.rand(4, 8).astype("float32")
-    >>> head([x, np.array([0, 1, 2, 3])]).shape
-    (4, 10)
+        >>> import numpy as np, keras_margins as km
+        >>> head = km.CosFace(num_classes=10)
+        >>> x = np.random.rand(4, 8).astype("float32")
+        >>> tuple(head([x, np.array([0, 1, 2, 3])]).shape)
+        (4, 10)
 
     Reference:
         Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face Recognition", CVPR 2018

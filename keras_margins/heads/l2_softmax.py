@@ -24,11 +24,11 @@ def l2_softmax_alpha_lower_bound(num_classes, p=0.9):
     Returns:
         The bound as a Python float (it can be negative when ``p`` is small).
 
-    Example:
+    Examples:
 
-    >>> import keras_margins as km
-    >>> round(km.l2_softmax_alpha_lower_bound(10), 4)
-    4.2767
+        >>> import keras_margins as km
+        >>> round(km.l2_softmax_alpha_lower_bound(10), 4)
+        4.2767
 
     Reference:
         Ranjan, Castillo, Chellappa, "L2-constrained Softmax Loss for Discriminative Face
@@ -58,12 +58,12 @@ class ScaledL2Normalization(keras.layers.Layer):
     Returns:
         float32 tensor of the same shape, each vector of norm ``alpha`` (a zero vector stays 0).
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> y = km.ScaledL2Normalization(alpha=10.0)(np.array([[3.0, 4.0]], "float32"))
-    >>> np.round(np.asarray(y), 4).tolist()
-    [[6.0, 8.0]]
+        >>> import numpy as np, keras_margins as km
+        >>> y = km.ScaledL2Normalization(alpha=10.0)(np.array([[3.0, 4.0]], "float32"))
+        >>> np.round(np.asarray(y), 4).tolist()
+        [[6.0, 8.0]]
 
     Reference:
         Ranjan, Castillo, Chellappa, "L2-constrained Softmax Loss for Discriminative Face
@@ -150,14 +150,14 @@ class L2Softmax(keras.layers.Layer):
     Returns:
         float32 logits of shape ``(B, num_classes)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> head = km.L2Softmax(num_classes=10)
-    >>> round(head.alpha, 4)
-    4.2767
-    >>> head(np.random.rand(4, 8).astype("float32")).shape
-    (4, 10)
+        >>> import numpy as np, keras_margins as km
+        >>> head = km.L2Softmax(num_classes=10)
+        >>> round(head.alpha, 4)
+        4.2767
+        >>> tuple(head(np.random.rand(4, 8).astype("float32")).shape)
+        (4, 10)
 
     Reference:
         Ranjan, Castillo, Chellappa, "L2-constrained Softmax Loss for Discriminative Face

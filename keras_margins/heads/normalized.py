@@ -32,12 +32,12 @@ class NormSoftmax(MarginHead):
     Returns:
         float32 logits of shape ``(B, num_classes)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> head = km.NormSoftmax(num_classes=10)
-    >>> head(np.random.rand(4, 8).astype("float32")).shape
-    (4, 10)
+        >>> import numpy as np, keras_margins as km
+        >>> head = km.NormSoftmax(num_classes=10)
+        >>> tuple(head(np.random.rand(4, 8).astype("float32")).shape)
+        (4, 10)
 
     Reference:
         Wang et al., "NormFace: L2 Hypersphere Embedding for Face Verification", ACM MM 2017.

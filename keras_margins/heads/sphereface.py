@@ -107,15 +107,15 @@ class SphereFace(MarginHead):
         float32 logits of shape ``(B, num_classes)``, for
         ``SparseCategoricalCrossentropy(from_logits=True)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> head = km.SphereFace(num_classes=10, margin=4)
-    >>> x = np.random.rand(4, 8).astype("float32")
-    >>> head([x, np.array([0, 1, 2, 3])]).shape
-    (4, 10)
-    >>> head.current_lambda()
-    1000.0
+        >>> import numpy as np, keras_margins as km
+        >>> head = km.SphereFace(num_classes=10, margin=4)
+        >>> x = np.random.rand(4, 8).astype("float32")
+        >>> tuple(head([x, np.array([0, 1, 2, 3])]).shape)
+        (4, 10)
+        >>> head.current_lambda()
+        1000.0
 
     Reference:
         Liu et al., "SphereFace: Deep Hypersphere Embedding for Face Recognition", CVPR 2017

@@ -54,13 +54,13 @@ class SVSoftmax(MarginHead):
         float32 logits of shape ``(B, num_classes)``, for
         ``SparseCategoricalCrossentropy(from_logits=True)``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> head = km.SVSoftmax(num_classes=10, t=1.2, margin=0.35, margin_type="cosine")
-    >>> x = np.random.rand(4, 8).astype("float32")
-    >>> head([x, np.array([0, 1, 2, 3])]).shape
-    (4, 10)
+        >>> import numpy as np, keras_margins as km
+        >>> head = km.SVSoftmax(num_classes=10, t=1.2, margin=0.35, margin_type="cosine")
+        >>> x = np.random.rand(4, 8).astype("float32")
+        >>> tuple(head([x, np.array([0, 1, 2, 3])]).shape)
+        (4, 10)
 
     Reference:
         Wang, Zhang, Wang, Shi, Mei, "Support Vector Guided Softmax Loss for Face Recognition",

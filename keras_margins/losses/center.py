@@ -41,12 +41,12 @@ class CenterLoss(keras.layers.Layer):
     Returns:
         The embeddings, unchanged.
 
-    Example:
+    Examples:
 
-    >>> import keras, keras_margins as km
-    >>> x = keras.Input((16,)); y = keras.Input((), dtype="int32")
-    >>> emb = km.CenterLoss(num_classes=10, weight=0.01)([x, y])
-    >>> model = keras.Model([x, y], keras.layers.Dense(10)(emb))
+        >>> import keras, keras_margins as km
+        >>> x = keras.Input((16,)); y = keras.Input((), dtype="int32")
+        >>> emb = km.CenterLoss(num_classes=10, weight=0.01)([x, y])
+        >>> model = keras.Model([x, y], keras.layers.Dense(10)(emb))
 
     Reference:
         Wen, Zhang, Li, Qiao, "A Discriminative Feature Learning Approach for Deep Face

@@ -24,11 +24,11 @@ def contrastive_loss(y_true, y_pred, margin=1.0):
     Returns:
         float32 per-pair losses, shaped like ``y_pred`` squeezed to the rank of ``y_true``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> np.asarray(km.contrastive_loss(np.array([1, 0]), np.array([0.5, 0.25]))).tolist()
-    [0.25, 0.5625]
+        >>> import numpy as np, keras_margins as km
+        >>> np.asarray(km.contrastive_loss(np.array([1, 0]), np.array([0.5, 0.25]))).tolist()
+        [0.25, 0.5625]
 
     Reference:
         Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping",
@@ -64,11 +64,11 @@ class ContrastiveLoss(keras.losses.Loss):
     Returns:
         A float32 scalar (with the default reduction).
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> float(km.ContrastiveLoss()(np.array([1, 0]), np.array([0.5, 0.25])))
-    0.40625
+        >>> import numpy as np, keras_margins as km
+        >>> float(km.ContrastiveLoss()(np.array([1, 0]), np.array([0.5, 0.25])))
+        0.40625
 
     Reference:
         Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping",

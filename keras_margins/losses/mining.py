@@ -122,14 +122,14 @@ class HardMiningSoftmaxLoss(keras.losses.Loss):
     Returns:
         The reduced loss (a scalar by default).
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> from keras_margins.losses.mining import HardMiningSoftmaxLoss
-    >>> loss = HardMiningSoftmaxLoss(keep_ratio=0.5)
-    >>> logits = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 0.0]], "float32")
-    >>> float(loss(np.array([0, 0, 0, 0]), logits)) > 0
-    True
+        >>> import numpy as np, keras_margins as km
+        >>> from keras_margins.losses.mining import HardMiningSoftmaxLoss
+        >>> loss = HardMiningSoftmaxLoss(keep_ratio=0.5)
+        >>> logits = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 0.0]], "float32")
+        >>> float(loss(np.array([0, 0, 0, 0]), logits)) > 0
+        True
 
     Reference:
         The HM-Softmax baseline of Wang et al., "Support Vector Guided Softmax Loss for Face
@@ -180,13 +180,13 @@ class FocalSoftmaxLoss(keras.losses.Loss):
     Returns:
         The reduced loss (a scalar by default).
 
-    Example:
+    Examples:
 
-    >>> import numpy as np
-    >>> from keras_margins.losses.mining import FocalSoftmaxLoss
-    >>> logits = np.array([[3.0, 0.0, 0.0]], "float32")
-    >>> float(FocalSoftmaxLoss(gamma=2.0)(np.array([0]), logits)) < 0.01
-    True
+        >>> import numpy as np
+        >>> from keras_margins.losses.mining import FocalSoftmaxLoss
+        >>> logits = np.array([[3.0, 0.0, 0.0]], "float32")
+        >>> float(FocalSoftmaxLoss(gamma=2.0)(np.array([0]), logits)) < 0.01
+        True
 
     Reference:
         Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017; the F-Softmax baseline

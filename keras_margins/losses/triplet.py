@@ -200,13 +200,13 @@ def triplet_loss(
     Returns:
         A float32 scalar, or ``(loss, fraction)`` with ``return_active_fraction=True``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
-    >>> y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
-    >>> float(km.triplet_loss(y, x, mining="hard")) >= 0.0
-    True
+        >>> import numpy as np, keras_margins as km
+        >>> x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+        >>> y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+        >>> float(km.triplet_loss(y, x, mining="hard")) >= 0.0
+        True
 
     Reference:
         Schroff, Kalenichenko, Philbin, "FaceNet", CVPR 2015 (arXiv 1503.03832); Hermans,
@@ -244,12 +244,12 @@ def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
     Returns:
         A float32 scalar.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> x = np.eye(4, dtype="float32")
-    >>> round(float(km.triplet_semihard_loss(np.array([0, 0, 1, 1]), x)), 4)
-    1.0
+        >>> import numpy as np, keras_margins as km
+        >>> x = np.eye(4, dtype="float32")
+        >>> round(float(km.triplet_semihard_loss(np.array([0, 0, 1, 1]), x)), 4)
+        1.0
 
     Reference:
         Schroff et al., "FaceNet", CVPR 2015 (arXiv 1503.03832).
@@ -274,12 +274,12 @@ def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L
     Returns:
         A float32 scalar.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> x = np.eye(4, dtype="float32")
-    >>> round(float(km.triplet_hard_loss(np.array([0, 0, 1, 1]), x)), 4)
-    1.0
+        >>> import numpy as np, keras_margins as km
+        >>> x = np.eye(4, dtype="float32")
+        >>> round(float(km.triplet_hard_loss(np.array([0, 0, 1, 1]), x)), 4)
+        1.0
 
     Reference:
         Hermans, Beyer, Leibe, "In Defense of the Triplet Loss for Person Re-Identification",
@@ -327,13 +327,13 @@ class TripletLoss(keras.losses.Loss):
     Returns:
         A float32 scalar.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> loss = km.TripletLoss(margin=0.5, mining="all")
-    >>> x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
-    >>> float(loss(np.array([0, 0, 1, 1, 2, 2, 3, 3]), x)) > 0.0
-    True
+        >>> import numpy as np, keras_margins as km
+        >>> loss = km.TripletLoss(margin=0.5, mining="all")
+        >>> x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+        >>> float(loss(np.array([0, 0, 1, 1, 2, 2, 3, 3]), x)) > 0.0
+        True
 
     Reference:
         Schroff et al., "FaceNet", CVPR 2015 (arXiv 1503.03832); Hermans et al., "In Defense
@@ -407,12 +407,12 @@ class TripletSemiHardLoss(TripletLoss):
     Returns:
         A float32 scalar.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> loss = km.TripletSemiHardLoss()
-    >>> round(float(loss(np.array([0, 0, 1, 1]), np.eye(4, dtype="float32"))), 4)
-    1.0
+        >>> import numpy as np, keras_margins as km
+        >>> loss = km.TripletSemiHardLoss()
+        >>> round(float(loss(np.array([0, 0, 1, 1]), np.eye(4, dtype="float32"))), 4)
+        1.0
 
     Reference:
         Schroff et al., "FaceNet", CVPR 2015 (arXiv 1503.03832).
@@ -451,12 +451,12 @@ class TripletHardLoss(TripletLoss):
     Returns:
         A float32 scalar.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> loss = km.TripletHardLoss(soft=True)
-    >>> round(float(loss(np.array([0, 0, 1, 1]), np.eye(4, dtype="float32"))), 4)
-    0.6931
+        >>> import numpy as np, keras_margins as km
+        >>> loss = km.TripletHardLoss(soft=True)
+        >>> round(float(loss(np.array([0, 0, 1, 1]), np.eye(4, dtype="float32"))), 4)
+        0.6931
 
     Reference:
         Hermans, Beyer, Leibe, "In Defense of the Triplet Loss for Person Re-Identification",
@@ -499,13 +499,13 @@ class ActiveTripletFraction(keras.metrics.Mean):
         name: Metric name. Defaults to ``"active_triplet_fraction"``.
         dtype: Metric dtype. Defaults to ``None``.
 
-    Example:
+    Examples:
 
-    >>> import numpy as np, keras_margins as km
-    >>> m = km.ActiveTripletFraction(mining="hard")
-    >>> m.update_state(np.array([0, 0, 1, 1]), np.eye(4, dtype="float32"))
-    >>> float(m.result())
-    1.0
+        >>> import numpy as np, keras_margins as km
+        >>> m = km.ActiveTripletFraction(mining="hard")
+        >>> m.update_state(np.array([0, 0, 1, 1]), np.eye(4, dtype="float32"))
+        >>> float(m.result())
+        1.0
     """
 
     def __init__(
