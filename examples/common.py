@@ -131,11 +131,9 @@ def train_method(
         # identities (Hermans et al.), more per identity when there are few classes.
         p = min(len(np.unique(y_train)), max(2, batch_size // 4))
         sampler = km.PKSampler(y_train, p=p, k=max(2, batch_size // p), seed=seed)
+        # Each epoch iterates the dataset again and draws new P x K batches.
         history = embed_model.fit(
-            sampler.dataset(x_train, y_train, num_batches=steps * epochs),
-            epochs=epochs,
-            steps_per_epoch=steps,
-            verbose=verbose,
+            sampler.dataset(x_train, y_train, num_batches=steps), epochs=epochs, verbose=verbose
         )
     extras["history"] = history.history
     extras["train_seconds"] = time.perf_counter() - start

@@ -106,8 +106,10 @@ class PKSampler:
             for _ in range(n):
                 yield self.batch_indices()
 
+        # The generator's length is known: say so, or Keras warns that the input "ran out of
+        # data" at the end of every epoch.
         idx = tf.data.Dataset.from_generator(
             indices, output_signature=tf.TensorSpec((self.batch_size,), tf.int64)
-        )
+        ).apply(tf.data.experimental.assert_cardinality(n))
         xt, yt = tf.constant(x), tf.constant(y)
         return idx.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i)))

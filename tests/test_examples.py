@@ -1,0 +1,157 @@
+"""Every example in ``examples/`` runs end to end in its reduced ``--smoke`` mode.
+
+Each script is run as a subprocess (``sys.executable``, as a user would run it) with
+``--smoke --output <tmp>``; the test checks the exit code, the lines that carry the results, and
+the files the script says it writes, and sanity-checks the numbers it saved (finite, in range).
+"""
+
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+SHARED_MODULES = {"common.py"}  # imported by the examples, not run
+TIMEOUT_S = 300
+# The longest smoke runs (about a minute each on 2 cores): still run in CI, skipped by -m "not slow".
+SLOW = {"compare_heads.py", "export_and_serve.py"}
+
+
+def _smoke_scripts():
+    scripts = []
+    for path in sorted(glob.glob(os.path.join(EXAMPLES, "*.py"))):
+        name = os.path.basename(path)
+        with open(path, encoding="utf-8") as f:
+            if name not in SHARED_MODULES and "--smoke" in f.read():
+                scripts.append(name)
+    return scripts
+
+
+def _in_unit_interval(value):
+    return isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+def _check_metrics(metrics):
+    for key in ("accuracy", "auc", "rank1"):
+        assert _in_unit_interval(metrics[key]), (key, metrics[key])
+    assert math.isfinite(metrics["eer"])
+
+
+def _load_json(out, name):
+    path = os.path.join(out, name)
+    assert os.path.isfile(path), f"{name} was not written; files: {os.listdir(out)}"
+    with open(path) as f:
+        return json.load(f)
+
+
+def _check_quickstart(out, text):
+    assert "Open-set results on held-out classes" in text
+    assert "| softmax |" in text and "| arcface |" in text
+    results = _load_json(out, "results.json")["results"]
+    assert set(results) == {"softmax", "arcface"}
+    for metrics in results.values():
+        _check_metrics(metrics)
+    assert os.path.isfile(os.path.join(out, "results.md"))
+    assert os.path.isfile(os.path.join(out, "embedder", "saved_model.pb"))
+
+
+def _check_compare_heads(out, text):
+    assert "| method | setting |" in text
+    runs = _load_json(out, "compare_glyphs_smoke.json")["runs"]
+    assert set(runs) == {"softmax", "arcface", "center", "triplet"}
+    for rows in runs.values():
+        for metrics in rows:
+            _check_metrics(metrics)
+    assert os.path.isfile(os.path.join(out, "compare_glyphs_smoke.md"))
+
+
+def _check_export_and_serve(out, text):
+    assert "served top-1 accuracy" in text
+    assert os.path.isfile(os.path.join(out, "saved_model", "saved_model.pb"))
+    assert os.path.getsize(os.path.join(out, "embedder.tflite")) > 0
+
+
+def _check_kaggle_retrieval(out, text):
+    assert "data source:" in text
+    assert "== Product matching" in text and "== Identification with new individuals" in text
+    summary = _load_json(out, "kaggle_retrieval.json")
+    f1, map5 = summary["match_f1"], summary["map@5"]
+    for value in (f1["validation"], f1["test"], f1["test_best"], map5["validation"],
+                  map5["test"]):
+        assert _in_unit_interval(value), summary
+    # The threshold applied to the test split is the validation sweep's argmax, and the test
+    # split's own optimum can only be as good or better.
+    assert f1["validation"] == max(f1["sweep"].values())
+    assert f1["test"] <= f1["test_best"] + 1e-12
+    assert map5["validation"] == max(map5["sweep"]["validation"].values())
+    assert map5["splits"]["test"]["new_queries"] > 0
+
+
+def _check_verification_table(name, expected_rows):
+    def check(out, text):
+        assert "data source:" in text
+        assert "| accuracy (10-fold) |" in text
+        for row in expected_rows:
+            assert f"| {row}" in text
+        saved = _load_json(out, name)
+        tables = saved.get("results", saved)
+        found = [m for m in tables.values() if isinstance(m, dict) and "accuracy" in m]
+        assert len(found) == len(expected_rows)
+        for metrics in found:
+            _check_metrics(metrics)
+
+    return check
+
+
+CHECKS = {
+    "quickstart.py": _check_quickstart,
+    "compare_heads.py": _check_compare_heads,
+    "export_and_serve.py": _check_export_and_serve,
+    "kaggle_retrieval.py": _check_kaggle_retrieval,
+    "siamese_contrastive.py": _check_verification_table(
+        "siamese_contrastive.json", ["untrained", "contrastive"]),
+    "triplet_semihard.py": _check_verification_table(
+        "triplet_semihard.json", ["untrained", "triplet semi-hard"]),
+    "center_loss.py": _check_verification_table(
+        "center_loss.json", ["softmax |", "softmax + center"]),
+}
+
+
+def test_every_smoke_example_is_checked():
+    found = set(_smoke_scripts())
+    assert set(CHECKS) <= found, f"missing examples: {set(CHECKS) - found}"
+    assert found <= set(CHECKS), f"examples without a check in this file: {found - set(CHECKS)}"
+
+
+@pytest.fixture(scope="module")
+def glyph_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("glyph_cache"))
+
+
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(s, marks=pytest.mark.slow) if s in SLOW else s for s in _smoke_scripts()],
+)
+def test_example_smoke(script, tmp_path, glyph_cache):
+    out = tmp_path / "output"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg",
+               KERAS_MARGINS_CACHE=glyph_cache)
+    env.setdefault("KERAS_BACKEND", "tensorflow")
+    try:
+        proc = subprocess.run(
+            [sys.executable, os.path.join(EXAMPLES, script), "--smoke", "--output", str(out)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"{script} --smoke took more than {TIMEOUT_S} s:\n{err.stdout}\n{err.stderr}")
+    assert proc.returncode == 0, (
+        f"{script} --smoke exited with {proc.returncode}\n"
+        f"--- stdout (tail)\n{proc.stdout[-4000:]}\n--- stderr (tail)\n{proc.stderr[-4000:]}"
+    )
+    assert "Traceback" not in proc.stderr
+    CHECKS[script](str(out), proc.stdout)
