@@ -219,24 +219,39 @@ class MarginHead(keras.layers.Layer):
         logits cover those ``C'`` classes only and ``labels`` must index into them.
         """
         self._check_embedding_shape(tuple(embeddings.shape))
-        num_classes = self.num_classes if kernel is None else kernel.shape[1] // self.sub_centers
         cos = self.cosine(embeddings, kernel)
         scale = self.logit_scale(embeddings)
         if labels is None:
             return cos * scale
 
         labels = self.prepare_labels(labels, batch_size=embeddings.shape[0])
-        valid = ops.logical_and(labels >= 0, labels < num_classes)
-        index = ops.clip(labels, 0, num_classes - 1)
-        cos_y = ops.take_along_axis(cos, index[:, None], axis=1)[:, 0]
+        cos_y, is_target, valid = self.target_columns(cos, labels)
         target = self.target_logit(cos_y, embeddings=embeddings, training=training)
-        is_target = ops.expand_dims(ops.arange(num_classes, dtype="int32"), 0) == index[:, None]
         logits = self.combine(cos, target, is_target, training=training)
         # An out-of-range label turns its row into NaN through the per-row factor (no extra
         # (B, C) pass): the loss is then NaN, never a plausible number.
         nan = ops.convert_to_tensor(float("nan"), dtype="float32")
         row_factor = ops.where(valid, ops.ones_like(cos_y), nan)[:, None]
         return logits * (scale * row_factor)
+
+    def target_columns(self, cos, labels):
+        """Each sample's target cosine, the boolean target mask, and which labels are valid.
+
+        Args:
+            cos: ``(B, C)`` cosines.
+            labels: int32 ``(B,)`` class ids, as returned by :meth:`prepare_labels`.
+
+        Returns:
+            ``(cos_y, is_target, valid)``: ``(B,)`` target cosines, ``(B, C)`` boolean mask of
+            the target column, ``(B,)`` whether the label lies in ``[0, C)``. An invalid label's
+            gather is clipped into range; the caller turns its row into NaN.
+        """
+        num_classes = cos.shape[1]
+        valid = ops.logical_and(labels >= 0, labels < num_classes)
+        index = ops.clip(labels, 0, num_classes - 1)
+        cos_y = ops.take_along_axis(cos, index[:, None], axis=1)[:, 0]
+        is_target = ops.expand_dims(ops.arange(num_classes, dtype="int32"), 0) == index[:, None]
+        return cos_y, is_target, valid
 
     def combine(self, cos, target, is_target, training=None):
         """Put each sample's target logit (in cosine units) in place of its target cosine."""

@@ -108,7 +108,7 @@ class SVSoftmax(MarginHead):
 
     def combine(self, cos, target, is_target, training=None):
         sv = self._mask(cos, target, is_target)
-        pairs = ops.cast(ops.shape(cos)[0] * (self.num_classes - 1), "float32")
+        pairs = ops.cast(ops.shape(cos)[0] * (ops.shape(cos)[1] - 1), "float32")
         self.support_vector_fraction.update_state(
             ops.divide_no_nan(ops.sum(ops.cast(sv, "float32")), pairs)
         )
@@ -119,11 +119,8 @@ class SVSoftmax(MarginHead):
         """Boolean ``(B, num_classes)`` mask of the support vectors (target columns False)."""
         cos = self.cosine(embeddings)
         labels = self.prepare_labels(ops.convert_to_tensor(labels))
-        index = ops.clip(labels, 0, self.num_classes - 1)
-        cos_y = ops.take_along_axis(cos, index[:, None], axis=1)[:, 0]
-        target = self.target_logit(cos_y, embeddings=embeddings)
-        is_target = ops.expand_dims(ops.arange(self.num_classes, dtype="int32"), 0) == index[:, None]
-        return self._mask(cos, target, is_target)
+        cos_y, is_target, _ = self.target_columns(cos, labels)
+        return self._mask(cos, self.target_logit(cos_y, embeddings=embeddings), is_target)
 
     def get_config(self):
         config = super().get_config()
