@@ -18,6 +18,7 @@ from keras_margins.export import (
 from keras_margins.heads import *  # noqa: F401,F403
 from keras_margins.losses import *  # noqa: F401,F403
 from keras_margins.models import build_models
+from keras_margins.partial_fc import PartialFC
 from keras_margins.sampler import PKSampler
 from keras_margins.siamese import PairDistance, build_siamese_model
 
@@ -26,6 +27,7 @@ __all__ = [
     *losses.__all__,
     *evaluation.__all__,
     "build_models",
+    "PartialFC",
     "build_siamese_model",
     "EmbeddingEvaluation",
     "PairDistance",
