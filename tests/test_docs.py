@@ -11,6 +11,17 @@ import pytest
 import keras_margins
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def readme_as_docs_index():
+    """The docs' home page is the README, with `docs/...` paths turned into site links."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.sub(r"`docs/([\w/.-]+\.md)`", r"[\1](\1)", text)
+
+
+def test_docs_index_is_the_readme():
+    """Regenerate with: python tests/test_docs.py"""
+    assert (ROOT / "docs" / "index.md").read_text(encoding="utf-8") == readme_as_docs_index()
 PAGES = [
     path
     for path in sorted((ROOT / "docs").rglob("*.md"))
@@ -67,3 +78,7 @@ def test_mkdocs_site_builds_strictly(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").exists()
+
+
+if __name__ == "__main__":
+    (ROOT / "docs" / "index.md").write_text(readme_as_docs_index(), encoding="utf-8")
