@@ -1,6 +1,7 @@
 """Checks that every public layer and loss of keras_margins must pass."""
 
 import inspect
+import math
 import os
 
 import keras
@@ -45,6 +46,22 @@ def head_model(head, embedding_dim):
     emb = keras.Input((embedding_dim,), name="embeddings")
     labels = keras.Input((), dtype="int32", name="labels")
     return keras.Model([emb, labels], head([emb, labels]))
+
+
+def ref_cross_entropy(logits, labels):
+    """Mean softmax cross-entropy of float64 ``logits`` (B, C) for integer ``labels``, by loops."""
+    total = 0.0
+    for row, y in zip(np.asarray(logits, np.float64), labels):
+        top = max(row)
+        total += top + math.log(sum(math.exp(v - top) for v in row)) - row[y]
+    return total / len(labels)
+
+
+def with_kernel(head, kernel):
+    """Build ``head`` for embeddings of size ``kernel.shape[0]`` and set its class centres."""
+    head.build((None, kernel.shape[0]))
+    head.kernel.assign(kernel)
+    return head
 
 
 def numerical_gradient(f, x, eps=1e-6):

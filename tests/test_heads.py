@@ -18,6 +18,8 @@ from tests.helpers import (
     head_model,
     load_digits_split,
     numerical_gradient,
+    ref_cross_entropy,
+    with_kernel,
 )
 
 # --------------------------------------------------------------------------- float64 references
@@ -75,16 +77,6 @@ def ref_logits(x, kernel, labels, num_classes, scale, target_fn, sub_centers=1):
     return out
 
 
-def ref_cross_entropy(logits, labels):
-    logits = np.asarray(logits, np.float64)
-    total = 0.0
-    for i, y in enumerate(labels):
-        row = logits[i]
-        top = row.max()
-        total += top + math.log(np.exp(row - top).sum()) - row[y]
-    return total / len(labels)
-
-
 # --------------------------------------------------------------------------- the heads under test
 
 HEADS = {
@@ -129,10 +121,7 @@ def make_inputs(rng, batch=6, dim=5, num_classes=7, sub_centers=1):
 
 
 def built_head(factory, kernel, num_classes, **kwargs):
-    head = factory(num_classes, **kwargs)
-    head.build((None, kernel.shape[0]))
-    head.kernel.assign(kernel)
-    return head
+    return with_kernel(factory(num_classes, **kwargs), kernel)
 
 
 @pytest.mark.parametrize("name", sorted(HEADS))

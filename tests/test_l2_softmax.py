@@ -22,6 +22,7 @@ from tests.helpers import (
     head_model,
     load_digits_split,
     numerical_gradient,
+    ref_cross_entropy,
 )
 
 
@@ -34,14 +35,6 @@ def ref_logits(x, kernel, bias, alpha):
         for j in range(kernel.shape[1]):
             out[i, j] = f @ np.asarray(kernel[:, j], np.float64) + (0.0 if bias is None else bias[j])
     return out
-
-
-def ref_cross_entropy(logits, labels):
-    total = 0.0
-    for row, y in zip(logits, labels):
-        mx = max(row)
-        total += -(row[y] - mx - math.log(sum(math.exp(v - mx) for v in row)))
-    return total / len(labels)
 
 
 @pytest.mark.parametrize("c,p", [(3, 0.9), (10, 0.9), (100, 0.9), (10575, 0.9), (10, 0.5), (50, 0.99)])

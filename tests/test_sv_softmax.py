@@ -19,6 +19,8 @@ from tests.helpers import (
     head_model,
     load_digits_split,
     numerical_gradient,
+    ref_cross_entropy,
+    with_kernel,
 )
 
 
@@ -56,19 +58,8 @@ def ref_logits(x, kernel, labels, scale, t, margin_type, m):
     return out, sv
 
 
-def ref_cross_entropy(logits, labels):
-    total = 0.0
-    for row, y in zip(logits, labels):
-        mx = max(row)
-        total += -(row[y] - mx - math.log(sum(math.exp(v - mx) for v in row)))
-    return total / len(labels)
-
-
 def built_head(kernel, **kwargs):
-    head = SVSoftmax(kernel.shape[1], **kwargs)
-    head.build((None, kernel.shape[0]))
-    head.kernel.assign(kernel)
-    return head
+    return with_kernel(SVSoftmax(kernel.shape[1], **kwargs), kernel)
 
 
 def make_inputs(rng, batch=24, dim=6, num_classes=5):
