@@ -32,6 +32,16 @@ def safe_arccos(cos):
     return ops.arctan2(safe_sin_from_cos(cos), cos)
 
 
+def layer_metrics_supported():
+    """Whether a layer may update its own ``keras.metrics`` inside ``call`` during ``fit``.
+
+    True on TensorFlow and PyTorch. On JAX, Keras's stateless training step does not carry the
+    variables of metrics owned by layers, and updating one fails ("'NoneType' object is not
+    callable", keras-team/keras#21639): heads then skip their monitoring metrics on JAX.
+    """
+    return keras.backend.backend() != "jax"
+
+
 def l2_normalize(x, axis=-1):
     """``x / ||x||`` along ``axis`` with a floored norm, so a zero vector stays finite."""
     sq = ops.sum(ops.square(x), axis=axis, keepdims=True)

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_margins._validation import check_float
-from keras_margins.heads.base import MarginHead, safe_arccos
+from keras_margins.heads.base import MarginHead, layer_metrics_supported, safe_arccos
 
 
 def sphereface_psi(cos_y, margin):
@@ -144,7 +144,11 @@ class SphereFace(MarginHead):
         self.lambda_gamma = check_float("lambda_gamma", lambda_gamma, low=0.0)
         self.lambda_power = check_float("lambda_power", lambda_power, low=0.0)
         self.lambda_min = check_float("lambda_min", lambda_min, low=0.0)
-        self.lambda_tracker = keras.metrics.Mean(name=f"{self.name}_lambda")
+        # The mean lambda of the epoch's steps, in the fit logs (not on JAX: a Keras limitation,
+        # see `layer_metrics_supported`; `current_lambda()` works on every backend).
+        self.lambda_tracker = (
+            keras.metrics.Mean(name=f"{self.name}_lambda") if layer_metrics_supported() else None
+        )
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -179,7 +183,8 @@ class SphereFace(MarginHead):
         lam = self.lambda_value()
         if training is True:
             self.step.assign_add(ops.convert_to_tensor(1, dtype="int64"))
-        self.lambda_tracker.update_state(lam)
+        if layer_metrics_supported():  # not on JAX: see layer_metrics_supported
+            self.lambda_tracker.update_state(lam)
         psi = sphereface_psi(cos_y, self.margin)
         return (lam * cos_y + psi) / (1.0 + lam)
 

@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_margins._validation import check_choice, check_float
 from keras_margins.heads.arcface import angular_margin_target
-from keras_margins.heads.base import MarginHead
+from keras_margins.heads.base import MarginHead, layer_metrics_supported
 
 _MARGIN_TYPES = (None, "cosine", "arc")
 
@@ -94,7 +94,13 @@ class SVSoftmax(MarginHead):
             self.margin = check_float(
                 "margin", margin, low=0.0, high=math.pi, high_open=True, range_text="[0, pi)"
             )
-        self.support_vector_fraction = keras.metrics.Mean(name=f"{self.name}_sv_fraction")
+        # In the fit logs (not on JAX: a Keras limitation, see `layer_metrics_supported`;
+        # `support_vector_mask()` works on every backend).
+        self.support_vector_fraction = (
+            keras.metrics.Mean(name=f"{self.name}_sv_fraction")
+            if layer_metrics_supported()
+            else None
+        )
 
     def target_logit(self, cos_y, embeddings=None, training=None):
         if self.margin_type == "cosine":
@@ -108,10 +114,11 @@ class SVSoftmax(MarginHead):
 
     def combine(self, cos, target, is_target, training=None):
         sv = self._mask(cos, target, is_target)
-        pairs = ops.cast(ops.shape(cos)[0] * (ops.shape(cos)[1] - 1), "float32")
-        self.support_vector_fraction.update_state(
-            ops.divide_no_nan(ops.sum(ops.cast(sv, "float32")), pairs)
-        )
+        if layer_metrics_supported():  # not on JAX: see layer_metrics_supported
+            pairs = ops.cast(ops.shape(cos)[0] * (ops.shape(cos)[1] - 1), "float32")
+            self.support_vector_fraction.update_state(
+                ops.divide_no_nan(ops.sum(ops.cast(sv, "float32")), pairs)
+            )
         reweighted = ops.where(sv, self.t * cos + (self.t - 1.0), cos)
         return ops.where(is_target, target[:, None], reweighted)
 
