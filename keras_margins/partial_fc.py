@@ -36,7 +36,7 @@ class PartialFC(keras.layers.Layer):
 
     The layer owns the class centres, stored one row per centre as a ``(C * sub_centers, D)``
     matrix (so a sampled centre is a contiguous row); the wrapped head provides the margin, the
-    scale and the sub-centre rule, and its own kernel is left empty (zero columns). :meth:`to_head`
+    scale and the sub-centre rule, and holds no kernel of its own. :meth:`to_head`
     returns a copy of the head holding these centres, for use without Partial FC. The head's
     ``kernel_initializer``, ``kernel_regularizer`` and ``kernel_constraint`` are applied to this
     ``(C * sub_centers, D)`` matrix: an axis-dependent constraint such as ``UnitNorm`` needs
@@ -138,28 +138,13 @@ class PartialFC(keras.layers.Layer):
         self.built = True
 
     def _build_head_without_kernel(self):
-        """Build the wrapped head (its own state, e.g. SphereFace's step) with an empty kernel.
+        """Build the wrapped head (its own state, e.g. SphereFace's step) without a kernel.
 
-        The head always computes on the kernel this layer passes it, so its own class-centre
-        kernel is created with zero columns (no memory, not trainable) instead of a second
-        ``(D, C * K)`` copy of the centres.
+        The head always computes on the centres this layer passes it, so it must not hold a
+        second ``(D, C * K)`` copy of them.
         """
-        head = self.head
-        original = head.add_weight
-
-        def add_weight(*args, **kwargs):
-            if kwargs.get("name") == "kernel":
-                kwargs["shape"] = (self.embedding_dim, 0)
-                kwargs["trainable"] = False
-                kwargs["regularizer"] = None
-                kwargs["constraint"] = None
-            return original(*args, **kwargs)
-
-        object.__setattr__(head, "add_weight", add_weight)
-        try:
-            head.build((None, self.embedding_dim))
-        finally:
-            object.__delattr__(head, "add_weight")
+        self.head.kernel_is_external = True
+        self.head.build((None, self.embedding_dim))
 
     def compute_output_shape(self, input_shape):
         emb_shape, _ = MarginHead._split_shapes(input_shape)
@@ -252,9 +237,10 @@ class PartialFC(keras.layers.Layer):
         head = type(self.head).from_config(self.head.get_config())
         head.build((None, self.embedding_dim))
         head.kernel.assign(ops.transpose(self.kernel))
-        for source, target in zip(self.head.weights, head.weights):
-            if target is not head.kernel:  # any other state the head keeps (a step counter)
-                target.assign(source)
+        # Any other state the head keeps (a step counter), in the same order.
+        others = [w for w in head.weights if w is not head.kernel]
+        for source, target in zip(self.head.weights, others):
+            target.assign(source)
         return head
 
     def get_config(self):

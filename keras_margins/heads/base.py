@@ -82,6 +82,9 @@ class MarginHead(keras.layers.Layer):
     #: Whether ``scale=None`` (use ``||x||`` as the scale) is allowed for this head.
     allows_norm_scale = False
 
+    #: Set by a wrapper that owns the class centres (PartialFC) before the head is built.
+    kernel_is_external = False
+
     def __init__(
         self,
         num_classes,
@@ -142,14 +145,18 @@ class MarginHead(keras.layers.Layer):
                 f"Received: embeddings.shape={emb_shape}"
             )
         self.embedding_dim = int(emb_shape[-1])
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(self.embedding_dim, self.num_classes * self.sub_centers),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            autocast=False,
-        )
+        # A wrapper that owns the class centres itself (PartialFC) sets `kernel_is_external`
+        # before building: the head then keeps only its other state and is always called with
+        # `compute_logits(..., kernel=...)`.
+        if not self.kernel_is_external:
+            self.kernel = self.add_weight(
+                name="kernel",
+                shape=(self.embedding_dim, self.num_classes * self.sub_centers),
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+                autocast=False,
+            )
         self.built = True
 
     def compute_output_shape(self, input_shape):
