@@ -89,3 +89,146 @@ def load_digits_split(test_size=0.3, seed=0):
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
     return train_test_split(x, y.astype("int32"), test_size=test_size, random_state=seed, stratify=y)
+
+
+# --- Backend-neutral helpers (the test modules run under KERAS_BACKEND=tensorflow and jax) ----
+
+
+def backend():
+    """The name of the active Keras backend."""
+    return keras.backend.backend()
+
+
+def to_numpy(x):
+    """A backend tensor (or variable) as a NumPy array."""
+    return keras.ops.convert_to_numpy(x)
+
+
+def cast(x, dtype):
+    """``x`` (array or tensor) as a backend tensor of ``dtype``."""
+    return keras.ops.cast(keras.ops.convert_to_tensor(x), dtype)
+
+
+def grad_fn(fn, variables=(), has_aux=False, state=()):
+    """A tensor-level function ``g(*xs) -> (value, grads[, aux])`` (value and gradients of ``fn``).
+
+    ``grads`` holds the gradient of the scalar ``fn(*xs)`` with respect to every argument, then
+    to every Keras variable in ``variables``. With ``has_aux``, ``fn`` returns ``(value, aux)``.
+    ``tf.GradientTape`` on TensorFlow. On JAX, ``jax.value_and_grad`` with the variables passed
+    through a ``keras.StatelessScope``; the variables of the layers in ``state`` that ``fn``
+    updates (e.g. a step counter) are then assigned their new values (by :func:`compiled` when
+    ``g`` runs under it). ``g`` may be wrapped in :func:`compiled`.
+    """
+    variables = list(variables)
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        def g(*xs):
+            xs = list(xs)
+            with tf.GradientTape() as tape:
+                for x in xs:
+                    tape.watch(x)
+                out = fn(*xs)
+            value, aux = out if has_aux else (out, None)
+            grads = tape.gradient(value, xs + [v.value for v in variables])
+            return (value, grads, aux) if has_aux else (value, grads)
+
+        return g
+    if backend() != "jax":
+        raise NotImplementedError(f"no gradient helper for backend {backend()!r}")
+    import jax
+
+    state_vars = [v for layer in state for v in layer.variables]
+
+    def pure(var_values, xs):
+        with keras.StatelessScope(
+            state_mapping=list(zip(variables, var_values)), collect_losses=True
+        ) as scope:
+            out = fn(*xs)
+        value, aux = out if has_aux else (out, None)
+        updates = []
+        for v in state_vars:
+            new = scope.get_current_value(v)
+            if new is not None:
+                updates.append((v, new))
+        return value, (aux, updates)
+
+    def g(*xs):
+        xs = [keras.ops.convert_to_tensor(x) for x in xs]
+        (value, (aux, updates)), (gv, gx) = jax.value_and_grad(
+            pure, argnums=(0, 1), has_aux=True
+        )([v.value for v in variables], xs)
+        for v, new in updates:
+            if isinstance(new, jax.core.Tracer):
+                _PENDING_UPDATES.append((v, new))  # applied by `compiled` after the call
+            else:
+                v.assign(new)
+        grads = list(gx) + list(gv)
+        return (value, grads, aux) if has_aux else (value, grads)
+
+    return g
+
+
+_PENDING_UPDATES = []
+
+
+def value_and_grads(fn, *arrays, variables=(), has_aux=False, state=()):
+    """NumPy value and gradients of the scalar ``fn(*arrays)`` (see :func:`grad_fn`).
+
+    ``arrays`` are NumPy arrays or backend tensors (their dtype is kept); returns
+    ``(value, [grad per array..., grad per variable...])`` and ``aux`` (as NumPy, a
+    tuple/list of tensors kept a tuple) when ``has_aux``.
+    """
+    xs = [keras.ops.convert_to_tensor(a) for a in arrays]
+    out = grad_fn(fn, variables, has_aux, state)(*xs)
+    return _numpy_tree(out[0]), [_numpy_tree(g) for g in out[1]], *(
+        [_numpy_tree(out[2])] if has_aux else []
+    )
+
+
+def _numpy_tree(x):
+    if x is None:
+        return None
+    if isinstance(x, (tuple, list)):
+        return type(x)(_numpy_tree(t) for t in x)
+    return to_numpy(x)
+
+
+def compiled(fn):
+    """``fn`` compiled with XLA: ``tf.function(jit_compile=True)`` or ``jax.jit``.
+
+    On JAX, variable updates made inside a :func:`grad_fn` under the compiled function are
+    returned from it and assigned after the call, as a Keras training step does.
+    """
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    import jax
+
+    traced_vars = []
+
+    def inner(*args):
+        del _PENDING_UPDATES[:]
+        out = fn(*args)
+        traced_vars[:] = [v for v, _ in _PENDING_UPDATES]
+        new_values = [new for _, new in _PENDING_UPDATES]
+        del _PENDING_UPDATES[:]
+        return out, new_values
+
+    jitted = jax.jit(inner)
+
+    def run(*args):
+        out, new_values = jitted(*args)
+        for v, new in zip(traced_vars, new_values):
+            v.assign(new)
+        return out
+
+    return run
+
+
+def skip_unless_tensorflow(reason):
+    """A pytest mark skipping a test that is inherently TensorFlow-only."""
+    import pytest
+
+    return pytest.mark.skipif(backend() != "tensorflow", reason=f"TensorFlow-only: {reason}")

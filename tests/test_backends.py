@@ -1,12 +1,15 @@
-"""The heads on the JAX backend: same logits as on TensorFlow, and they train in `model.fit`.
+"""The heads and losses on the JAX backend.
 
-The heads use only `keras.ops`; this runs each of them in a subprocess with
-``KERAS_BACKEND=jax`` (the backend is fixed when Keras is imported) and compares with the
-TensorFlow results of this process on the same inputs and weights.
+The library uses only `keras.ops`. The backend is fixed when Keras is first imported, so the
+JAX runs happen in subprocesses with ``KERAS_BACKEND=jax``: every head's logits are compared
+with the TensorFlow results of this process on the same inputs and weights, and the head and
+loss test modules run again, whole, on JAX (SavedModel export, `tf.distribute` and Partial FC's
+`IndexedSlices` are TensorFlow-only and stay out).
 """
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -91,3 +94,35 @@ def test_heads_match_tensorflow_and_train_on_jax(tmp_path):
         losses = got[name]["loss"]
         assert np.all(np.isfinite(losses)), (name, losses)
         assert losses[-1] < losses[0], (name, losses)
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+JAX_MODULES = [
+    "tests/test_heads.py",
+    "tests/test_sphereface.py",
+    "tests/test_sv_softmax.py",
+    "tests/test_l2_softmax.py",
+    "tests/test_mining.py",
+    "tests/test_triplet.py",
+    "tests/test_contrastive.py",
+    "tests/test_center_loss.py",
+    "tests/test_distances.py",
+]
+
+
+@pytest.mark.slow
+def test_head_and_loss_test_modules_pass_on_jax():
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+         *JAX_MODULES],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    print(f"KERAS_BACKEND=jax: {summary}")
+    assert result.returncode == 0, (result.stdout[-6000:], result.stderr[-2000:])
+    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary

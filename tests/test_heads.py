@@ -9,16 +9,20 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_margins as km
 from tests.helpers import (
     assert_config_round_trip,
     assert_keras_round_trip,
+    cast,
+    compiled,
+    grad_fn,
     head_model,
     load_digits_split,
     numerical_gradient,
     ref_cross_entropy,
+    to_numpy,
+    value_and_grads,
     with_kernel,
 )
 
@@ -162,16 +166,15 @@ def test_gradients_match_finite_differences(name, rng):
     def ref_loss_w(ww):
         return ref_cross_entropy(ref_logits(x, ww, labels, num_classes, scale, target_fn, 2), labels)
 
-    xt = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+    def loss_fn(xt):
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
             labels, head([xt, labels])
         )
-    gx, gw = tape.gradient(loss, [xt, head.kernel.value])
-    np.testing.assert_allclose(gx.numpy(), numerical_gradient(ref_loss_x, x), rtol=2e-3, atol=2e-4)
+
+    _, (gx, gw) = value_and_grads(loss_fn, x, variables=[head.kernel])
+    np.testing.assert_allclose(gx, numerical_gradient(ref_loss_x, x), rtol=2e-3, atol=2e-4)
     np.testing.assert_allclose(
-        gw.numpy(), numerical_gradient(ref_loss_w, kernel), rtol=2e-3, atol=2e-4
+        gw, numerical_gradient(ref_loss_w, kernel), rtol=2e-3, atol=2e-4
     )
 
 
@@ -200,25 +203,25 @@ def test_edges_are_finite_in_values_and_gradients(name, policy):
     factory, target_fn, scale = HEADS[name]
     x, kernel, labels = _edge_inputs()
     head = built_head(factory, kernel, 3)
-    xt = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
+    def loss_fn(xt):
         logits = head([xt, labels])
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
-    gx, gw = tape.gradient(loss, [xt, head.kernel.value])
-    assert logits.dtype == tf.float32
+        return loss, logits
+
+    loss, (gx, gw), logits = value_and_grads(loss_fn, x, variables=[head.kernel], has_aux=True)
+    assert logits.dtype == np.float32
     for t in (logits, loss, gx, gw):
-        assert np.all(np.isfinite(t.numpy())), f"non-finite values under {policy}"
+        assert np.all(np.isfinite(t)), f"non-finite values under {policy}"
     # The edge values still follow the formula, to float32 precision.
     expected = ref_logits(x, kernel, labels, 3, scale, target_fn)
-    np.testing.assert_allclose(logits.numpy(), expected, atol=scale * 2e-6, rtol=1e-6)
+    np.testing.assert_allclose(logits, expected, atol=scale * 2e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("margin", [0.1, 0.5, 1.0, 2.0, 2.5, 3.0])
 def test_arcface_target_decreases_on_the_whole_half_circle(margin):
     head = km.ArcFace(1, scale=1.0, margin=margin)
     theta = np.linspace(0.0, math.pi, 20001)
-    target = keras.ops.convert_to_numpy(head.target_logit(tf.constant(np.cos(theta), tf.float32)))
+    target = keras.ops.convert_to_numpy(head.target_logit(cast(np.cos(theta), "float32")))
     assert np.all(np.diff(target) <= 1e-6), "target logit must not rise as theta grows"
     assert np.all(np.isfinite(target))
 
@@ -228,7 +231,7 @@ def test_combined_margin_target_decreases(m1, m2, m3):
     head = km.CombinedMargin(1, scale=1.0, m1=m1, m2=m2, m3=m3)
     theta = np.linspace(0.0, math.pi, 20001)
     cos32 = np.cos(theta).astype("float32")  # the reference sees the same rounded cosines
-    target = keras.ops.convert_to_numpy(head.target_logit(tf.constant(cos32)))
+    target = keras.ops.convert_to_numpy(head.target_logit(keras.ops.convert_to_tensor(cos32)))
     assert np.all(np.diff(target) <= 1e-6)
     expected = [ref_target_combined(float(c), m1, m2, m3) for c in cos32]
     np.testing.assert_allclose(target, expected, atol=2e-4)
@@ -370,15 +373,14 @@ def test_xla_matches_eager_in_values_and_gradients(name, rng):
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def step(xx, yy):
-        with tf.GradientTape() as tape:
-            tape.watch(xx)
-            loss = loss_fn(yy, head([xx, yy]))
-        return (loss, *tape.gradient(loss, [xx, head.kernel.value]))
+        loss, grads = grad_fn(lambda xv: loss_fn(yy, head([xv, yy])), [head.kernel])(xx)
+        return (loss, *grads)
 
-    eager = step(tf.constant(x), tf.constant(labels))
-    xla = tf.function(step, jit_compile=True)(tf.constant(x), tf.constant(labels))
+    xt, yt = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(labels)
+    eager = step(xt, yt)
+    xla = compiled(step)(xt, yt)
     for a, b in zip(eager, xla):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -387,15 +389,15 @@ def test_mixed_precision_computes_in_float32(policy, rng):
     x, kernel, labels = make_inputs(rng, batch=16)
     head = built_head(HEADS["arcface"][0], kernel, 7)
     half = np.float16 if policy == "mixed_float16" else None
-    xh = tf.cast(tf.constant(x), tf.float16 if half else tf.bfloat16)
+    xh = cast(x, "float16" if half else "bfloat16")
     logits = head([xh, labels])
-    assert logits.dtype == tf.float32
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
     assert head.kernel.dtype == "float32"
     # The only rounding is the input's: the result equals the float64 reference on the rounded
     # embeddings to float32 precision (a float16 computation would be off by ~1e-2 * scale).
-    x_rounded = tf.cast(xh, tf.float64).numpy()
+    x_rounded = to_numpy(cast(xh, "float32")).astype(np.float64)
     expected = ref_logits(x_rounded, kernel, labels, 7, 32.0, HEADS["arcface"][1])
-    np.testing.assert_allclose(logits.numpy(), expected, atol=32.0 * 2e-6, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(logits), expected, atol=32.0 * 2e-6, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- real training

@@ -8,7 +8,6 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_margins as km  # noqa: F401
 from keras_margins.heads.l2_softmax import (
@@ -17,6 +16,11 @@ from keras_margins.heads.l2_softmax import (
     l2_softmax_alpha_lower_bound,
 )
 from tests.helpers import (
+    cast,
+    compiled,
+    grad_fn,
+    to_numpy,
+    value_and_grads,
     assert_config_round_trip,
     assert_keras_round_trip,
     head_model,
@@ -102,21 +106,21 @@ def test_gradients_match_finite_differences(trainable_alpha, rng):
     kernel = keras.ops.convert_to_numpy(head.kernel).astype(np.float64)
     bias = keras.ops.convert_to_numpy(head.bias).astype(np.float64)
 
-    xt = tf.constant(x)
-    watched = [xt, head.kernel.value, head.bias.value]
+    watched = [head.kernel, head.bias]
     if trainable_alpha:
-        watched.append(head.feature_scale.log_alpha.value)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, head(xt))
-    grads = tape.gradient(loss, watched)
+        watched.append(head.feature_scale.log_alpha)
+    _, grads = value_and_grads(
+        lambda xt: keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, head(xt)),
+        x,
+        variables=watched,
+    )
     np.testing.assert_allclose(
-        grads[0].numpy(),
+        grads[0],
         numerical_gradient(lambda v: ref_cross_entropy(ref_logits(v, kernel, bias, 6.0), labels), x),
         rtol=2e-3, atol=2e-5,
     )
     np.testing.assert_allclose(
-        grads[1].numpy(),
+        grads[1],
         numerical_gradient(lambda w: ref_cross_entropy(ref_logits(x, w, bias, 6.0), labels), kernel),
         rtol=2e-3, atol=2e-5,
     )
@@ -139,21 +143,25 @@ def test_mixed_precision_and_edges(policy, rng):
     x[1] = 1e4  # huge norm
     labels = rng.integers(0, 5, size=6).astype("int32")
     head = L2Softmax(5, trainable_alpha=True)
-    dtype = {"float32": tf.float32, "mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16}[policy]
-    xt = tf.cast(tf.constant(x), dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        logits = head([xt, labels])
+    dtype = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}[policy]
+    xt = cast(x, dtype)
+    head([xt, labels])  # build, so that the gradient can name the weights
+
+    def loss_fn(xv):
+        logits = head([xv, labels])
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
-    grads = tape.gradient(loss, [xt, *head.trainable_weights])
-    assert logits.dtype == tf.float32 and head.kernel.dtype == "float32"
+        return loss, logits
+
+    loss, grads, logits = grad_fn(loss_fn, head.trainable_weights, has_aux=True)(xt)
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+    assert head.kernel.dtype == "float32"
     for g in [logits, loss, *grads]:
-        assert np.all(np.isfinite(keras.ops.convert_to_numpy(tf.cast(g, tf.float32))))
+        assert np.all(np.isfinite(to_numpy(cast(g, "float32"))))
     expected = ref_logits(
-        tf.cast(xt, tf.float64).numpy(), keras.ops.convert_to_numpy(head.kernel),
+        to_numpy(cast(xt, "float32")).astype(np.float64), keras.ops.convert_to_numpy(head.kernel),
         keras.ops.convert_to_numpy(head.bias), head.alpha,
     )
-    np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(logits), expected, atol=1e-5)
 
 
 def test_xla_matches_eager(rng):
@@ -164,15 +172,14 @@ def test_xla_matches_eager(rng):
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def step(xx, yy):
-        with tf.GradientTape() as tape:
-            tape.watch(xx)
-            loss = loss_fn(yy, head([xx, yy]))
-        return (loss, *tape.gradient(loss, [xx, *[w.value for w in head.trainable_weights]]))
+        loss, grads = grad_fn(lambda xv: loss_fn(yy, head([xv, yy])), head.trainable_weights)(xx)
+        return (loss, *grads)
 
-    eager = step(tf.constant(x), tf.constant(labels))
-    xla = tf.function(step, jit_compile=True)(tf.constant(x), tf.constant(labels))
+    xt, yt = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(labels)
+    eager = step(xt, yt)
+    xla = compiled(step)(xt, yt)
     for a, b in zip(eager, xla):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from fractions import Fraction
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_margins as km
 from keras_margins.losses.mining import (
@@ -15,7 +14,14 @@ from keras_margins.losses.mining import (
     focal_softmax_loss,
     hard_mining_softmax_loss,
 )
-from tests.helpers import assert_config_round_trip, load_digits_split, numerical_gradient
+from tests.helpers import (
+    assert_config_round_trip,
+    compiled,
+    load_digits_split,
+    numerical_gradient,
+    to_numpy,
+    value_and_grads,
+)
 
 
 def ref_ce(logits, labels):
@@ -72,11 +78,9 @@ def test_hm_softmax_gradient_flows_only_through_the_hard_samples(rng):
     logits = rng.normal(size=(6, 4)) * 3
     labels = rng.integers(0, 4, size=6)
     _, hardest = ref_hm(logits, labels, 0.5)
-    lt = tf.constant(logits, tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(lt)
-        loss = HardMiningSoftmaxLoss(0.5)(labels, lt)
-    g = tape.gradient(loss, lt).numpy()
+    _, (g,) = value_and_grads(
+        lambda lt: HardMiningSoftmaxLoss(0.5)(labels, lt), logits.astype("float32")
+    )
     # Finite differences of the reference with the selection held fixed.
     idx = sorted(hardest)
     ref = numerical_gradient(lambda z: ref_ce(z, labels[idx]).mean(), logits[idx])
@@ -101,12 +105,11 @@ def test_focal_softmax_matches_reference_and_keras(gamma, rng):
 def test_focal_softmax_gradient_and_extreme_logits(gamma, rng):
     logits = rng.normal(size=(5, 4)) * 2
     labels = rng.integers(0, 4, size=5)
-    lt = tf.constant(logits, tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(lt)
-        loss = FocalSoftmaxLoss(gamma)(labels, lt)
+    _, (g,) = value_and_grads(
+        lambda lt: FocalSoftmaxLoss(gamma)(labels, lt), logits.astype("float32")
+    )
     np.testing.assert_allclose(
-        tape.gradient(loss, lt).numpy(),
+        g,
         numerical_gradient(lambda z: ref_focal(z, labels, gamma), logits),
         rtol=1e-3, atol=1e-5,
     )
@@ -114,15 +117,15 @@ def test_focal_softmax_gradient_and_extreme_logits(gamma, rng):
     # (p_y = 1 in float32). Values exact, gradients finite and the wrong one still pushed.
     extreme = np.array([[-50.0, 50.0, 0.0], [64.0, -64.0, -64.0]], "float32")
     y = np.array([0, 0])
-    et = tf.constant(extreme)
-    with tf.GradientTape() as tape:
-        tape.watch(et)
+
+    def loss_fn(et):
         per_sample = focal_softmax_loss(y, et, gamma)
-        loss = tf.reduce_mean(per_sample)
-    g = tape.gradient(loss, et).numpy()
-    np.testing.assert_allclose(per_sample.numpy(), [ref_focal(extreme[:1], y[:1], gamma),
+        return keras.ops.mean(per_sample), per_sample
+
+    _, (g,), per_sample = value_and_grads(loss_fn, extreme, has_aux=True)
+    np.testing.assert_allclose(per_sample, [ref_focal(extreme[:1], y[:1], gamma),
                                                     ref_focal(extreme[1:], y[1:], gamma)], rtol=1e-5)
-    assert per_sample.numpy()[0] > 99.0  # Keras's clipped focal loss would stop at ~16.1
+    assert per_sample[0] > 99.0  # Keras's clipped focal loss would stop at ~16.1
     assert np.all(np.isfinite(g)) and g[0, 0] < -0.4
 
 
@@ -133,8 +136,10 @@ def test_losses_accept_label_forms_and_xla(rng):
         a = float(loss(labels, logits))
         assert float(loss(labels[:, None], logits)) == pytest.approx(a)
         assert float(loss(labels.astype("float32"), logits)) == pytest.approx(a)
-        xla = tf.function(lambda y, z: loss(y, z), jit_compile=True)
-        assert float(xla(tf.constant(labels), tf.constant(logits))) == pytest.approx(a, rel=1e-5)
+        xla = compiled(lambda y, z: loss(y, z))
+        yt, zt = keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(logits)
+        got = float(to_numpy(xla(yt, zt)))
+        assert got == pytest.approx(a, rel=1e-5)
         with pytest.raises(ValueError, match="y_true"):
             loss(np.zeros((12, 5)), logits)
 
