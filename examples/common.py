@@ -140,6 +140,26 @@ def train_method(
     return embed_model, extras
 
 
+def load_fashion_open_set(train_samples, test_samples, seed=0, split_seed=1, allow_download=True):
+    """Fashion-MNIST with 3 classes held out, then a seeded sub-sample of each side.
+
+    ``split_seed=1`` holds out Coat, Sneaker and Bag (0 would hold out the three look-alike
+    tops Pullover, Coat and Shirt). Returns ``(split, source, (x_train, y_train),
+    (x_test, y_test))`` where ``split`` is the full :class:`keras_margins.datasets.OpenSetSplit`.
+    """
+    data = km.datasets.load_fashion_mnist(allow_download=allow_download, download_timeout=10.0)
+    split = data.open_set(num_held_out=3, seed=split_seed)
+    rng = np.random.default_rng(seed)
+    train = rng.permutation(len(split.y_train))[:train_samples]
+    test = rng.permutation(len(split.y_test))[:test_samples]
+    return (
+        split,
+        data.source,
+        (split.x_train[train], split.y_train[train]),
+        (split.x_test[test], split.y_test[test]),
+    )
+
+
 def gallery_probe_split(labels, seed=0):
     """One seeded gallery sample per identity; every other sample is a probe."""
     rng = np.random.default_rng(seed)

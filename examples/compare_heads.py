@@ -24,7 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import keras_margins as km  # noqa: E402
-from common import DESCRIPTIONS, METHODS, evaluate_open_set, train_method  # noqa: E402
+from common import (  # noqa: E402
+    DESCRIPTIONS,
+    METHODS,
+    evaluate_open_set,
+    load_fashion_open_set,
+    train_method,
+)
 
 COLUMNS = ["accuracy", "tar@far=1e-02", "tar@far=1e-03", "rank1"]
 
@@ -38,16 +44,17 @@ def load(dataset, seed, smoke):
         else:
             split = km.datasets.load_glyphs(seed=seed)
         source = f"glyphs ({len(split.info.get('fonts', []))} fonts)"
-    else:
-        data = km.datasets.load_fashion_mnist(download_timeout=10.0)
-        split = data.open_set(num_held_out=3, seed=1)  # held out: Coat, Sneaker, Bag
-        source = f"fashion-mnist ({data.source})"
-    x_train, y_train, x_test, y_test = split.x_train, split.y_train, split.x_test, split.y_test
-    rng = np.random.default_rng(seed)
-    limit = 1500 if smoke else 21000
-    keep = rng.permutation(len(y_train))[:limit]
-    test_keep = rng.permutation(len(y_test))[: 600 if smoke else 6000]
-    return (source, x_train[keep], y_train[keep], x_test[test_keep], y_test[test_keep],
+        x_train, y_train, x_test, y_test = split.x_train, split.y_train, split.x_test, split.y_test
+        rng = np.random.default_rng(seed)
+        keep = rng.permutation(len(y_train))[: 1500 if smoke else 21000]
+        test_keep = rng.permutation(len(y_test))[: 600 if smoke else 6000]
+        return (source, x_train[keep], y_train[keep], x_test[test_keep], y_test[test_keep],
+                split.num_train_classes)
+    # Fashion-MNIST, held out: Coat, Sneaker, Bag.
+    split, data_source, (x_train, y_train), (x_test, y_test) = load_fashion_open_set(
+        1500 if smoke else 21000, 600 if smoke else 6000, seed=seed
+    )
+    return (f"fashion-mnist ({data_source})", x_train, y_train, x_test, y_test,
             split.num_train_classes)
 
 

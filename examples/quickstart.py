@@ -29,27 +29,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 import keras_margins as km  # noqa: E402
-from common import DESCRIPTIONS, METHODS, evaluate_open_set, train_method  # noqa: E402
+from common import (  # noqa: E402
+    DESCRIPTIONS,
+    METHODS,
+    evaluate_open_set,
+    load_fashion_open_set,
+    train_method,
+)
 
 DEFAULT_HEADS = ["softmax", "normsoftmax", "cosface", "arcface", "sphereface"]
 
 
-def load_data(num_held_out, train_samples, seed, split_seed, smoke):
-    data = km.datasets.load_fashion_mnist(download_timeout=10.0)
-    split = data.open_set(num_held_out=num_held_out, seed=split_seed)
-    rng = np.random.default_rng(seed)
-    train_idx = rng.permutation(len(split.y_train))[:train_samples]
-    test_idx = rng.permutation(len(split.y_test))[: 600 if smoke else 6000]
-    names = [data.class_names[c] for c in split.test_classes] if data.class_names else []
-    return (
-        data.source,
-        split.x_train[train_idx],
-        split.y_train[train_idx],
-        split.x_test[test_idx],
-        split.y_test[test_idx],
-        split.num_train_classes,
-        names,
+def load_data(train_samples, seed, split_seed, smoke):
+    split, source, (x_train, y_train), (x_test, y_test) = load_fashion_open_set(
+        train_samples, 600 if smoke else 6000, seed=seed, split_seed=split_seed
     )
+    return (source, x_train, y_train, x_test, y_test, split.num_train_classes,
+            list(split.test_names))
 
 
 def main(argv=None):
@@ -72,7 +68,7 @@ def main(argv=None):
         args.heads = args.heads if "--heads" in given else ["softmax", "arcface"]
 
     source, x_train, y_train, x_test, y_test, num_classes, held_out = load_data(
-        3, args.train_samples, args.seed, args.split_seed, args.smoke
+        args.train_samples, args.seed, args.split_seed, args.smoke
     )
     print(f"data source: {source}; training on {num_classes} classes ({len(x_train)} images), "
           f"verifying on {len(np.unique(y_test))} held-out classes ({len(x_test)} images)"

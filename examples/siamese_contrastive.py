@@ -30,19 +30,17 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_margins as km  # noqa: E402
-from common import build_backbone, evaluate_open_set  # noqa: E402
+from common import build_backbone, evaluate_open_set, load_fashion_open_set  # noqa: E402
 
 
 def load_data(smoke, seed):
-    data = km.datasets.load_fashion_mnist(allow_download=not smoke, download_timeout=10.0)
-    split = data.open_set(num_held_out=3, seed=1)  # held out: Coat, Sneaker, Bag
-    rng = np.random.default_rng(seed)
-    train = rng.permutation(len(split.y_train))[: 1500 if smoke else 21000]
-    test = rng.permutation(len(split.y_test))[: 600 if smoke else 6000]
+    split, source, (x_train, y_train), (x_test, y_test) = load_fashion_open_set(
+        1500 if smoke else 21000, 600 if smoke else 6000, seed=seed, allow_download=not smoke
+    )
     names = ", ".join(split.test_names) if len(split.test_names) else "3 classes"
-    print(f"data source: {data.source}; pairs from {split.num_train_classes} training classes "
-          f"({len(train)} images); verifying on held-out {names} ({len(test)} images)")
-    return split.x_train[train], split.y_train[train], split.x_test[test], split.y_test[test]
+    print(f"data source: {source}; pairs from {split.num_train_classes} training classes "
+          f"({len(x_train)} images); verifying on held-out {names} ({len(x_test)} images)")
+    return x_train, y_train, x_test, y_test
 
 
 def main(argv=None):
