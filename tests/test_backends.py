@@ -99,6 +99,7 @@ def test_heads_match_tensorflow_and_train_on_jax(tmp_path):
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 JAX_MODULES = [
     "tests/test_heads.py",
+    "tests/test_normalized_matmul.py",
     "tests/test_sphereface.py",
     "tests/test_sv_softmax.py",
     "tests/test_l2_softmax.py",

@@ -48,6 +48,130 @@ def l2_normalize(x, axis=-1):
     return x * ops.rsqrt(ops.maximum(sq, NORM_EPS))
 
 
+def _column_inverse_norms(w):
+    """Squared column norms of ``w`` and their floored inverse square roots, both ``(N,)``."""
+    sq = ops.sum(ops.square(w), axis=0)
+    return sq, ops.rsqrt(ops.maximum(sq, NORM_EPS))
+
+
+def _upstream(args, upstream):
+    """The output gradient(s) handed to a ``keras.ops.custom_gradient`` backward function.
+
+    TensorFlow passes one positional argument per output, JAX one tuple, PyTorch ``upstream``.
+    """
+    if upstream is not None:
+        return upstream
+    if len(args) == 1:
+        return args[0]
+    return args
+
+
+def _normalized_matmul_backward(xs, w, sq, inv, out, g):
+    """Gradients of ``out = (xs @ w) * inv`` (``inv`` the floored inverse column norms of ``w``).
+
+    With ``out[b, c] = xs_b . w_c / ||w_c||``::
+
+        d out[b, c] / d xs_b = w_c / ||w_c||
+        d out[b, c] / d w_c  = xs_b / ||w_c|| - out[b, c] * w_c / ||w_c||^2
+
+    so ``dxs = (g * inv) @ w.T`` and ``dw = xs.T @ (g * inv) - w * r`` with
+    ``r_c = sum_b g[b, c] * out[b, c] / ||w_c||^2``. A column whose norm is floored (an all-zero
+    centre) has no second term: the floor does not depend on ``w``. Autodiff of the same forward
+    pass builds the same result from several ``(D, N)`` and ``(B, N)`` temporaries; this needs
+    one of each.
+    """
+    dz = g * inv
+    dxs = ops.matmul(dz, ops.transpose(w))
+    r = ops.where(sq > NORM_EPS, ops.sum(g * out, axis=0) * ops.square(inv), 0.0)
+    dw = ops.matmul(ops.transpose(xs), dz) - w * r
+    return dxs, dw
+
+
+def normalized_matmul(xs, w):
+    """``xs @ w`` with every column of ``w`` divided by its norm, shape ``(B, N)``.
+
+    ``xs`` is usually the L2-normalized embeddings times the logit scale, so the result is
+    ``scale * cos``. The kernel is not rewritten normalized: the product is scaled by the inverse
+    column norms. The gradient is hand-written (exact, see :func:`_normalized_matmul_backward`).
+
+    Args:
+        xs: float32 ``(B, D)``.
+        w: float32 ``(D, N)`` class centres (zero columns give zero outputs, not NaN).
+    """
+
+    @ops.custom_gradient
+    def forward(xs, w):
+        sq, inv = _column_inverse_norms(w)
+        out = ops.matmul(xs, w) * inv
+
+        def grad(*args, upstream=None):
+            g = _upstream(args, upstream)
+            return _normalized_matmul_backward(xs, w, sq, inv, out, g)
+
+        return out, grad
+
+    return forward(xs, w)
+
+
+def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1):
+    """:func:`normalized_matmul` plus each sample's target cosine, with one backward pass.
+
+    Gathering the target cosine out of the ``(B, N)`` result with autodiff would cost a
+    ``(B, N)`` scatter in the backward pass; here the target's gradient is added to the
+    target entry of the output gradient in place.
+
+    Args:
+        xs: float32 ``(B, D)``: normalized embeddings times the per-sample scale ``s_b``.
+        w: float32 ``(D, C * sub_centers)`` class centres.
+        index: int32 ``(B,)`` target class ids, already in ``[0, C)``.
+        inv_scale: float32 ``(B,)``: ``1 / s_b``, to return the target in cosine units.
+        sub_centers: ``K``; the target cosine is the maximum over the class's ``K`` columns.
+
+    Returns:
+        ``(out, cos_y)``: ``out = s * cos`` of shape ``(B, C * K)`` and the ``(B,)`` target
+        cosines ``out[b, target column] / s_b``.
+    """
+    rows = ops.arange(ops.shape(index)[0], dtype="int32")
+
+    @ops.custom_gradient
+    def forward(xs, w, inv_scale):
+        sq, inv = _column_inverse_norms(w)
+        out = ops.matmul(xs, w) * inv
+        if sub_centers == 1:
+            column = index
+            out_y = ops.take_along_axis(out, column[:, None], axis=1)[:, 0]
+        else:
+            candidates = index[:, None] * sub_centers + ops.arange(sub_centers, dtype="int32")
+            values = ops.take_along_axis(out, candidates, axis=1)
+            column = index * sub_centers + ops.cast(ops.argmax(values, axis=1), "int32")
+            out_y = ops.max(values, axis=1)
+        cos_y = out_y * inv_scale
+        position = ops.stack([rows, column], axis=1)
+
+        def grad(*args, upstream=None):
+            g_out, g_cos = _upstream(args, upstream)
+            if g_cos is not None:
+                g_at_target = ops.take_along_axis(g_out, column[:, None], axis=1)[:, 0]
+                g_out = ops.scatter_update(g_out, position, g_at_target + g_cos * inv_scale)
+                g_inv_scale = g_cos * out_y
+            else:
+                g_inv_scale = ops.zeros_like(inv_scale)
+            dxs, dw = _normalized_matmul_backward(xs, w, sq, inv, out, g_out)
+            return dxs, dw, g_inv_scale
+
+        return (out, cos_y), grad
+
+    return forward(xs, w, inv_scale)
+
+
+def max_over_sub_centers(values, sub_centers):
+    """``(B, C * K)`` -> ``(B, C)``: each class's maximum over its ``K`` sub-centre columns."""
+    if sub_centers == 1:
+        return values
+    num_classes = values.shape[1] // sub_centers
+    return ops.max(ops.reshape(values, (-1, num_classes, sub_centers)), axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="keras_margins")
 class MarginHead(keras.layers.Layer):
     """Base layer of every cosine-based margin head.
@@ -177,13 +301,12 @@ class MarginHead(keras.layers.Layer):
                 whole kernel (Partial FC samples one per step). Defaults to ``self.kernel``.
         """
         x = l2_normalize(ops.cast(embeddings, "float32"))
-        w = ops.cast(self.kernel if kernel is None else kernel, "float32")
-        inv_norm = ops.rsqrt(ops.maximum(ops.sum(ops.square(w), axis=0), NORM_EPS))
-        cos = ops.matmul(x, w) * inv_norm
-        if self.sub_centers > 1:
-            num_classes = w.shape[1] // self.sub_centers
-            cos = ops.max(ops.reshape(cos, (-1, num_classes, self.sub_centers)), axis=-1)
-        return ops.clip(cos, -1.0, 1.0)
+        cos = normalized_matmul(x, self._kernel_tensor(kernel))
+        return ops.clip(max_over_sub_centers(cos, self.sub_centers), -1.0, 1.0)
+
+    def _kernel_tensor(self, kernel=None):
+        w = self.kernel if kernel is None else kernel
+        return ops.cast(ops.convert_to_tensor(w), "float32")
 
     def logit_scale(self, embeddings):
         """The factor multiplying the cosines: ``scale``, or ``||x||`` per sample (B, 1)."""
@@ -236,20 +359,49 @@ class MarginHead(keras.layers.Layer):
         logits cover those ``C'`` classes only and ``labels`` must index into them.
         """
         self._check_embedding_shape(tuple(embeddings.shape))
-        cos = self.cosine(embeddings, kernel)
-        scale = self.logit_scale(embeddings)
+        x = l2_normalize(ops.cast(embeddings, "float32"))
+        w = self._kernel_tensor(kernel)
+        scale = self.logit_scale(embeddings)  # a scalar, or (B, 1) for the feature norm
         if labels is None:
-            return cos * scale
+            return max_over_sub_centers(normalized_matmul(x * scale, w), self.sub_centers)
 
         labels = self.prepare_labels(labels, batch_size=embeddings.shape[0])
-        cos_y, is_target, valid = self.target_columns(cos, labels)
-        target = self.target_logit(cos_y, embeddings=embeddings, training=training)
-        logits = self.combine(cos, target, is_target, training=training)
-        # An out-of-range label turns its row into NaN through the per-row factor (no extra
-        # (B, C) pass): the loss is then NaN, never a plausible number.
+        num_classes = w.shape[1] // self.sub_centers
+        valid = ops.logical_and(labels >= 0, labels < num_classes)
+        index = ops.clip(labels, 0, num_classes - 1)
+        # An out-of-range label turns its row into NaN through the per-row factor (a (B, D)
+        # product, no extra (B, C) pass): the loss is then NaN, never a plausible number.
         nan = ops.convert_to_tensor(float("nan"), dtype="float32")
-        row_factor = ops.where(valid, ops.ones_like(cos_y), nan)[:, None]
-        return logits * (scale * row_factor)
+        row_factor = ops.where(valid, ops.ones_like(index, dtype="float32"), nan)[:, None]
+
+        if type(self).combine is MarginHead.combine:
+            # Only the target entry changes: the scale is folded into the embeddings before the
+            # product and the target logit is written in place, so the whole head costs one
+            # (B, C) pass on top of the product (and one in the backward pass).
+            row_scale = ops.broadcast_to(scale, ops.shape(row_factor)) * row_factor
+            out, cos_y = normalized_matmul_with_target(
+                x * row_scale, w, index, 1.0 / row_scale[:, 0], self.sub_centers
+            )
+            target = self.target_logit(
+                ops.clip(cos_y, -1.0, 1.0), embeddings=embeddings, training=training
+            )
+            rows = ops.arange(ops.shape(index)[0], dtype="int32")
+            return ops.scatter_update(
+                max_over_sub_centers(out, self.sub_centers),
+                ops.stack([rows, index], axis=1),
+                target * row_scale[:, 0],
+            )
+
+        # A head that rewrites other logits too (SV-Softmax) works on the cosines themselves.
+        out, cos_y = normalized_matmul_with_target(
+            x * row_factor, w, index, ops.ones_like(row_factor[:, 0]), self.sub_centers
+        )
+        cos = max_over_sub_centers(out, self.sub_centers)
+        target = self.target_logit(
+            ops.clip(cos_y, -1.0, 1.0), embeddings=embeddings, training=training
+        )
+        is_target = ops.expand_dims(ops.arange(num_classes, dtype="int32"), 0) == index[:, None]
+        return self.combine(cos, target, is_target, training=training) * scale
 
     def target_columns(self, cos, labels):
         """Each sample's target cosine, the boolean target mask, and which labels are valid.
