@@ -144,6 +144,9 @@ def make_tf_steps(batch, dim, num_classes, xla, seed=0, with_torch=True):
     return steps
 
 
+TORCH_FLOOR = "PyTorch floor (Linear + CE, CPU)"
+
+
 def make_torch_steps(x, y, w0):
     """pytorch-metric-learning ArcFaceLoss / CosFaceLoss on torch CPU, if installed."""
     try:
@@ -155,6 +158,19 @@ def make_torch_steps(x, y, w0):
     dim, num_classes = w0.shape
     xt = torch.tensor(x, requires_grad=True)
     yt = torch.tensor(y.astype("int64"))
+
+    # PyTorch's own floor (bias-free Linear + cross-entropy), to tell PyTorch's CPU speed apart
+    # from what pytorch-metric-learning adds on top of it.
+    w_floor = torch.tensor(w0, requires_grad=True)
+
+    def torch_floor():
+        xt.grad = None
+        w_floor.grad = None
+        loss = torch.nn.functional.cross_entropy(xt @ w_floor, yt)
+        loss.backward()
+        return loss.item()
+
+    steps[TORCH_FLOOR] = torch_floor
     for name, cls, kwargs in [
         ("PML ArcFaceLoss (torch CPU)", pml_losses.ArcFaceLoss, {}),
         ("PML CosFaceLoss (torch CPU)", pml_losses.CosFaceLoss, {}),
@@ -175,6 +191,10 @@ def make_torch_steps(x, y, w0):
 
         steps[name] = make(loss_fn)
     return steps
+
+
+def is_torch(name):
+    return name.startswith("PML") or name == TORCH_FLOOR
 
 
 def run_alternating(steps, rounds, warmup=2):
@@ -200,16 +220,20 @@ def run_alternating(steps, rounds, warmup=2):
 
 
 def make_breakdown_steps(batch, dim, num_classes, xla, seed=0):
-    """The head's computation built up op by op (CosFace, m = 0.35, s = 64), to see what costs.
+    """The head's computation built up piece by piece (CosFace, m = 0.35, s = 64): what costs.
 
-    Each variant adds one piece of the base head's work to the floor; the last ones replace the
-    full-matrix clip and the ``where`` on a boolean target mask with a clip of the gathered target
-    cosines only and a scatter of the target logits (the change proposed for the base).
+    Training steps (loss, gradients for the embeddings and the kernel), each adding one piece of
+    the head's work to the floor, then the previous base (autodiff through a full-matrix clip and
+    a ``where`` on a boolean target mask) for comparison. Then two ablations of the head that drop
+    one of the two passes over the ``(D, C)`` kernel an exact gradient through normalized class
+    centres needs: the column norms (forward) and the projection term ``- W * r`` of the kernel
+    gradient (backward). They are wrong on purpose and only measure what those passes cost.
     """
     import numpy as np
     import tensorflow as tf
 
     import keras_margins as km
+    from keras_margins.heads.base import normalized_matmul
 
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.normal(size=(batch, dim)).astype("float32"))
@@ -223,46 +247,71 @@ def make_breakdown_steps(batch, dim, num_classes, xla, seed=0):
     def inv_norm():
         return tf.math.rsqrt(tf.maximum(tf.reduce_sum(w * w, 0), 1e-12))
 
-    def where_target():
+    def previous_base():
         cos = tf.clip_by_value(tf.matmul(x_n(), w) * inv_norm(), -1.0, 1.0)
         is_target = tf.range(num_classes)[None, :] == y[:, None]
         cos_y = tf.gather_nd(cos, idx)
         return 64.0 * tf.where(is_target, (cos_y - 0.35)[:, None], cos)
 
-    def scatter_target():
-        cos = tf.matmul(x_n(), w) * inv_norm()
-        cos_y = tf.clip_by_value(tf.gather_nd(cos, idx), -1.0, 1.0)
-        return 64.0 * tf.tensor_scatter_nd_update(cos, idx, cos_y - 0.35)
-
     variants = {
         "floor: x @ W": lambda: tf.matmul(x, w),
         "+ normalize x": lambda: tf.matmul(x_n(), w),
-        "+ W column norms": lambda: tf.matmul(x_n(), w) * inv_norm(),
-        "+ clip (B, C)": lambda: tf.clip_by_value(tf.matmul(x_n(), w) * inv_norm(), -1.0, 1.0),
-        "+ target via where (= base today)": where_target,
-        "no (B, C) clip, target via scatter": scatter_target,
+        "+ column norms, autodiff": lambda: tf.matmul(x_n() * 64.0, w) * inv_norm(),
+        "+ column norms, hand-written gradient": lambda: normalized_matmul(
+            x_n() * 64.0, tf.convert_to_tensor(w)
+        ),
+        "previous base: (B, C) clip + where, autodiff": previous_base,
     }
     head = km.CosFace(num_classes, scale=64.0, margin=0.35)
     head.build((None, dim))
     head.kernel.assign(w)
+    def make(fn, var):
+        @tf.function(jit_compile=xla)
+        def step():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=fn())
+                )
+            return (loss, *tape.gradient(loss, [x, var]))
+
+        return step
+
     steps = {}
-    for name, fn in [*variants.items(), ("CosFace head", None)]:
+    for name, fn in [*variants.items(), ("+ target margin = CosFace head", None)]:
         var = w if fn is not None else head.kernel.value
         fn = fn or (lambda: head([x, y], training=True))
-
-        def make(fn, var):
-            @tf.function(jit_compile=xla)
-            def step():
-                with tf.GradientTape() as tape:
-                    tape.watch(x)
-                    loss = tf.reduce_mean(
-                        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=fn())
-                    )
-                return (loss, *tape.gradient(loss, [x, var]))
-
-            return step
-
         steps[name] = make(fn, var)
+
+    # Ablations, for measurement only (their gradients or values are wrong): the head without
+    # the column norms (inverse norms taken as 1) and the head without the projection term
+    # `- W * r` of the kernel gradient. Each is traced while the shared function is swapped.
+    from keras_margins.heads import base
+
+    def no_norms(w, transposed=False):
+        sq = tf.ones((w.shape[0 if transposed else 1],))
+        return sq, sq
+
+    def no_projection(xs, w, sq, inv, out, g, transposed=False):
+        dz = g * inv
+        return tf.matmul(dz, w, transpose_b=True), tf.matmul(xs, dz, transpose_a=True)
+
+    for name, attr, replacement in [
+        ("ablation: head without column norms", "_column_inverse_norms", no_norms),
+        ("ablation: head without the projection - W * r", "_normalized_matmul_backward",
+         no_projection),
+    ]:
+        ablated = km.CosFace(num_classes, scale=64.0, margin=0.35)
+        ablated.build((None, dim))
+        ablated.kernel.assign(w)
+        step = make(lambda h=ablated: h([x, y], training=True), ablated.kernel.value)
+        original = getattr(base, attr)
+        setattr(base, attr, replacement)
+        try:
+            step.get_concrete_function()  # trace now, with the replacement in place
+        finally:
+            setattr(base, attr, original)
+        steps[name] = step
     return steps
 
 
@@ -464,7 +513,15 @@ def main():
     import tensorflow as tf
 
     if args.breakdown:
-        md = [f"# Op-by-op cost of the base head, B=256, D=512, C={args.breakdown}", ""]
+        md = [
+            f"# Piece-by-piece cost of a head, B=256, D=512, C={args.breakdown}",
+            "",
+            "Median of alternating rounds, as a ratio to the floor's training step (see "
+            "`make_breakdown_steps` in bench_heads.py). The ablations are not heads (their "
+            "values or gradients are wrong on purpose): each drops one of the two (D, C) passes "
+            "an exact gradient through normalized class centres needs, to measure its cost.",
+            "",
+        ]
         for xla in (False, True):
             medians, _ = run_alternating(
                 make_breakdown_steps(256, 512, args.breakdown, xla), args.rounds or 9
@@ -488,7 +545,7 @@ def main():
         shapes = [(256, 512, 10_000), (256, 512, 100_000)]
         rounds = args.rounds or 5
         memory_cs, memory_shape = [100_000, 1_000_000], (256, 512)
-        pfc_shape, pfc_repeats, pfc_optimizers = (256, 512, 1_000_000), 2, [
+        pfc_shape, pfc_repeats, pfc_optimizers = (256, 512, 1_000_000), 3, [
             "sgd",
             "sgd_momentum",
             "adam",
@@ -520,7 +577,7 @@ def main():
             print(f"\n== timing B={batch} D={dim} C={num_classes} XLA={'on' if xla else 'off'}")
             steps = make_tf_steps(batch, dim, num_classes, xla, with_torch=not args.no_torch)
             if xla:  # torch does not depend on XLA: time it once, with XLA off
-                steps = {k: v for k, v in steps.items() if not k.startswith("PML")}
+                steps = {k: v for k, v in steps.items() if not is_torch(k)}
             medians, _ = run_alternating(steps, rounds)
             floor = medians["floor (Dense + CE)"]
             rows = []
@@ -546,6 +603,33 @@ def main():
             md += ["", f"## B={batch}, D={dim}, C={num_classes}, XLA {'on' if xla else 'off'}", ""]
             md.append(table)
             save(results, md, args.quick)
+
+    peer_rows = peer_summary(results)
+    if peer_rows:
+        table = fmt_table(
+            [
+                "B, D, C",
+                "peer",
+                "peer / ours, XLA off",
+                "peer / ours, XLA on",
+                "peer / PyTorch floor",
+                "PyTorch floor / TF floor",
+            ],
+            peer_rows,
+        )
+        print("\n== pytorch-metric-learning against our heads (speed-up = peer time / ours)")
+        print(table, flush=True)
+        md += [
+            "",
+            "## pytorch-metric-learning against our heads",
+            "",
+            "Speed-up = the peer's median step time / ours, same inputs and shapes. The last two "
+            "columns split the peer's time: its overhead over PyTorch's own floor (bias-free "
+            "Linear + cross-entropy) and PyTorch's floor against TensorFlow's.",
+            "",
+            table,
+        ]
+        save(results, md, args.quick)
 
     if memory_cs and not args.no_memory:
         batch, dim = memory_shape
@@ -631,6 +715,53 @@ def main():
 
     path = save(results, md, args.quick)
     print(f"\nwrote {path}.json / .md")
+
+
+def peer_summary(results):
+    """Rows comparing pytorch-metric-learning's losses with the same heads of ours."""
+    pairs = [("PML ArcFaceLoss (torch CPU)", "ArcFace"), ("PML CosFaceLoss (torch CPU)", "CosFace")]
+    timing = results["timing"]
+    rows = []
+    shapes = sorted({(t["batch"], t["dim"], t["classes"]) for t in timing})
+
+    def ms(shape, name, xla):
+        for t in timing:
+            if (t["batch"], t["dim"], t["classes"]) == shape and t["name"] == name:
+                if xla is None or t["xla"] == xla:
+                    return t["median_ms"]
+        return None
+
+    for shape in shapes:
+        tf_floor = ms(shape, "floor (Dense + CE)", False)
+        torch_floor = ms(shape, TORCH_FLOOR, None)
+        for peer, ours in pairs:
+            peer_ms = ms(shape, peer, None)
+            off, on = ms(shape, ours, False), ms(shape, ours, True)
+            if peer_ms is None or off is None:
+                continue
+            entry = {
+                "batch": shape[0],
+                "dim": shape[1],
+                "classes": shape[2],
+                "peer": peer,
+                "ours": ours,
+                "speedup_xla_off": peer_ms / off,
+                "speedup_xla_on": peer_ms / on if on else None,
+                "peer_over_torch_floor": peer_ms / torch_floor if torch_floor else None,
+                "torch_floor_over_tf_floor": torch_floor / tf_floor if torch_floor else None,
+            }
+            results.setdefault("peer", []).append(entry)
+            rows.append(
+                [
+                    ", ".join(map(str, shape)),
+                    f"{peer} vs {ours}",
+                    f"{entry['speedup_xla_off']:.2f}x",
+                    f"{entry['speedup_xla_on']:.2f}x" if on else "",
+                    f"{entry['peer_over_torch_floor']:.2f}" if torch_floor else "",
+                    f"{entry['torch_floor_over_tf_floor']:.2f}" if torch_floor else "",
+                ]
+            )
+    return rows
 
 
 def save(results, md, quick):

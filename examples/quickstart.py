@@ -120,7 +120,9 @@ def main(argv=None):
         centered = emb - emb.mean(axis=0)
         _, _, vt = np.linalg.svd(centered, full_matrices=False)
         projected = emb @ vt[:3].T
-        fig = km.plots.plot_features_on_sphere(projected, y_test, max_points=1500)
+        fig = km.plots.plot_features_on_sphere(
+            projected, y_test, max_points=1500, class_names=held_out or None
+        )
         fig.suptitle(f"{best}: held-out features, 3-D PCA projection")
         fig.savefig(os.path.join(args.output, "sphere.png"), dpi=120, bbox_inches="tight")
         plt.close(fig)

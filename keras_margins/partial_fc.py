@@ -183,14 +183,14 @@ class PartialFC(keras.layers.Layer):
         return classes, remapped
 
     def sampled_kernel(self, classes):
-        """The ``(D, k * sub_centers)`` kernel of the sampled classes (the head's layout)."""
+        """The ``(k * sub_centers, D)`` class centres of the sampled classes, one per row."""
         sub = self.head.sub_centers
         rows = classes
         if sub > 1:
             rows = ops.reshape(
                 classes[:, None] * sub + ops.arange(sub, dtype="int32")[None, :], (-1,)
             )
-        return ops.transpose(ops.take(self.kernel, rows, axis=0))
+        return ops.take(self.kernel, rows, axis=0)
 
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None):
@@ -206,19 +206,23 @@ class PartialFC(keras.layers.Layer):
         head = self.head
         if labels is None:
             return head.compute_logits(
-                embeddings, None, kernel=ops.transpose(self.kernel), training=training
+                embeddings, None, kernel=self.kernel, training=training, kernel_transposed=True
             )
         labels = head.prepare_labels(labels, batch_size=embeddings.shape[0])
         if training and self.num_sample < self.num_classes:
             classes, remapped = self.sample(labels)
             logits = head.compute_logits(
-                embeddings, remapped, kernel=self.sampled_kernel(classes), training=training
+                embeddings,
+                remapped,
+                kernel=self.sampled_kernel(classes),
+                training=training,
+                kernel_transposed=True,
             )
             width = self.num_sample
         else:
             remapped = labels
             logits = head.compute_logits(
-                embeddings, labels, kernel=ops.transpose(self.kernel), training=training
+                embeddings, labels, kernel=self.kernel, training=training, kernel_transposed=True
             )
             width = self.num_classes
         # A bad label already made its row NaN; clip only so the loss op accepts the index.

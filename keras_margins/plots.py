@@ -200,7 +200,7 @@ def plot_score_histogram(scores, issame=None, threshold=None, bins=50, ax=None, 
 
 
 def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None, max_points=2000,
-                            seed=0):
+                            seed=0, class_names=None):
     """Normalized features per class on the unit circle (2-D) or sphere (3-D).
 
     The figure of the margin papers: each embedding is scaled to unit length and drawn in its
@@ -217,6 +217,8 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
         path: File to save the figure to. Defaults to ``None``.
         max_points: Draw at most this many points (a seeded subsample). Defaults to ``2000``.
         seed: Seed of the subsample. Defaults to ``0``.
+        class_names: Legend names: a sequence indexed by class id or a mapping from class id
+            to name, covering every class in ``labels``. Defaults to ``None`` (the class ids).
 
     Returns:
         The matplotlib ``Figure``.
@@ -233,6 +235,9 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
         >>> fig = plot_features_on_sphere(x, [0, 0, 1])
         >>> len(fig.axes[0].collections)
         2
+        >>> fig = plot_features_on_sphere(x, [0, 0, 1], class_names=["cat", "dog"])
+        >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        ['cat', 'dog']
     """
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] not in (2, 3) or x.shape[0] == 0:
@@ -252,6 +257,7 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
     d = x.shape[1]
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     classes = np.unique(labels)
+    names = _legend_names(classes, class_names)
     if centers is None:
         centers = np.stack([unit[labels == c].mean(axis=0) for c in classes])
         center_classes = classes
@@ -276,7 +282,7 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
         ax.plot(np.cos(t), np.sin(t), color="0.8", linewidth=1)
         for c in classes:
             pts = unit[labels == c]
-            ax.scatter(pts[:, 0], pts[:, 1], s=8, color=colour[c], label=str(c))
+            ax.scatter(pts[:, 0], pts[:, 1], s=8, color=colour[c], label=names[c])
         for c, w in zip(center_classes, centers):
             ax.plot([0, w[0]], [0, w[1]], color=colour.get(c, "k"), linewidth=2)
         ax.set_aspect("equal")
@@ -288,7 +294,7 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
                           linewidth=0.5)
         for c in classes:
             pts = unit[labels == c]
-            ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=6, color=colour[c], label=str(c))
+            ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=6, color=colour[c], label=names[c])
         for c, w in zip(center_classes, centers):
             ax.plot([0, w[0]], [0, w[1]], [0, w[2]], color=colour.get(c, "k"), linewidth=2)
         ax.set_box_aspect((1, 1, 1))
@@ -296,6 +302,31 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
     if classes.size <= 20:
         ax.legend(loc="upper right", fontsize="small", markerscale=2)
     return _finish(fig, path)
+
+
+def _legend_names(classes, class_names):
+    """``{class id: legend text}`` for every class in ``classes``."""
+    if class_names is None:
+        return {c: str(c) for c in classes}
+    if isinstance(class_names, str):
+        raise ValueError(
+            "`class_names` must be a sequence or a mapping of names, not a string. "
+            f"Received: class_names={class_names!r}"
+        )
+    missing = []
+    names = {}
+    for c in classes:
+        key = c.item() if hasattr(c, "item") else c
+        try:
+            names[c] = str(class_names[key])
+        except (KeyError, IndexError, TypeError):
+            missing.append(key)
+    if missing:
+        raise ValueError(
+            f"`class_names` must name every class in `labels`; it has no entry for {missing}. "
+            f"Received: class_names={class_names!r}"
+        )
+    return names
 
 
 __all__ = ["plot_roc", "plot_cmc", "plot_score_histogram", "plot_features_on_sphere"]

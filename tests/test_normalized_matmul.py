@@ -52,13 +52,15 @@ def test_values_match_reference(inputs):
     np.testing.assert_allclose(got, ref_out(xs, w), rtol=1e-5, atol=1e-6)
 
 
-def test_gradients_match_finite_differences(inputs):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_gradients_match_finite_differences(inputs, transposed):
     xs, w, g_out = inputs
 
     def loss(a, b):
-        return ops.sum(normalized_matmul(a, b) * cast(g_out, "float32"))
+        return ops.sum(normalized_matmul(a, b, transposed) * cast(g_out, "float32"))
 
-    _, (gx, gw) = value_and_grads(loss, xs, w)
+    _, (gx, gw) = value_and_grads(loss, xs, np.ascontiguousarray(w.T) if transposed else w)
+    gw = gw.T if transposed else gw
     np.testing.assert_allclose(
         gx, numerical_gradient(lambda v: (ref_out(v, w) * g_out).sum(), xs), rtol=1e-4, atol=1e-5
     )
@@ -91,9 +93,10 @@ def test_zero_column_gives_zero_output_and_the_floor_branch_gradient(inputs):
     )
 
 
+@pytest.mark.parametrize("transposed", [False, True])
 @pytest.mark.parametrize("sub_centers", [1, 3])
 @pytest.mark.parametrize("use", ["both", "out", "target"])
-def test_target_output_and_gradients_match_finite_differences(sub_centers, use):
+def test_target_output_and_gradients_match_finite_differences(sub_centers, use, transposed):
     rng = np.random.default_rng(sub_centers)
     num_classes, batch, dim = 4, 5, 3
     xs = rng.normal(size=(batch, dim)).astype("float32")
@@ -106,7 +109,8 @@ def test_target_output_and_gradients_match_finite_differences(sub_centers, use):
 
     def loss(a, b, inv_scale):
         out, cos_y = normalized_matmul_with_target(
-            a, b, cast(index, "int32"), inv_scale, sub_centers
+            a, ops.transpose(b) if transposed else b, cast(index, "int32"), inv_scale,
+            sub_centers, transposed,
         )
         total = 0.0
         if w_out:
@@ -125,8 +129,8 @@ def test_target_output_and_gradients_match_finite_differences(sub_centers, use):
 
     inv_scale = (1.0 / scale).astype("float32")
     out, cos_y = normalized_matmul_with_target(
-        cast(xs, "float32"), cast(w, "float32"), cast(index, "int32"), cast(inv_scale, "float32"),
-        sub_centers,
+        cast(xs, "float32"), cast(np.ascontiguousarray(w.T) if transposed else w, "float32"),
+        cast(index, "int32"), cast(inv_scale, "float32"), sub_centers, transposed,
     )
     np.testing.assert_allclose(to_numpy(out), ref_out(xs, w), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(

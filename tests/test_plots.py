@@ -125,3 +125,23 @@ def test_errors(report):
         plot_features_on_sphere(np.ones((4, 2)), [0, 0, 1, 1], centers=np.ones((2, 3)))
     with pytest.raises(ValueError, match="labels"):
         plot_features_on_sphere(np.ones((4, 2)), [0, 0, 1])
+
+
+def test_sphere_legend_uses_class_names():
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.1], [-0.9, -0.1]])
+    labels = np.array([2, 2, 0, 1, 1])
+
+    def legend(fig):
+        return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+    assert legend(plot_features_on_sphere(x, labels)) == ["0", "1", "2"]
+    names = ("Coat", "Sneaker", "Bag")
+    assert legend(plot_features_on_sphere(x, labels, class_names=names)) == list(names)
+    mapping = {0: "zero", 1: "one", 2: "two", 7: "unused"}
+    assert legend(plot_features_on_sphere(x, labels, class_names=mapping)) == ["zero", "one", "two"]
+    with pytest.raises(ValueError, match=r"class_names.*\[2\]"):
+        plot_features_on_sphere(x, labels, class_names=["a", "b"])
+    with pytest.raises(ValueError, match=r"class_names.*\[1\]"):
+        plot_features_on_sphere(x, labels, class_names={0: "a", 2: "c"})
+    with pytest.raises(ValueError, match="class_names"):
+        plot_features_on_sphere(x, labels, class_names="abc")

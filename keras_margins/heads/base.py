@@ -48,10 +48,19 @@ def l2_normalize(x, axis=-1):
     return x * ops.rsqrt(ops.maximum(sq, NORM_EPS))
 
 
-def _column_inverse_norms(w):
-    """Squared column norms of ``w`` and their floored inverse square roots, both ``(N,)``."""
-    sq = ops.sum(ops.square(w), axis=0)
+def _column_inverse_norms(w, transposed=False):
+    """Squared norms of the class centres in ``w`` and their floored inverse square roots, ``(N,)``.
+
+    The centres are the columns of a ``(D, N)`` ``w``, or the rows of a ``(N, D)`` one
+    (``transposed``).
+    """
+    sq = ops.sum(ops.square(w), axis=1 if transposed else 0)
     return sq, ops.rsqrt(ops.maximum(sq, NORM_EPS))
+
+
+def _product(xs, w, transposed):
+    """``xs @ w`` for a ``(D, N)`` ``w``, ``xs @ w.T`` for a ``(N, D)`` one."""
+    return ops.matmul(xs, ops.transpose(w) if transposed else w)
 
 
 def _upstream(args, upstream):
@@ -66,7 +75,7 @@ def _upstream(args, upstream):
     return args
 
 
-def _normalized_matmul_backward(xs, w, sq, inv, out, g):
+def _normalized_matmul_backward(xs, w, sq, inv, out, g, transposed=False):
     """Gradients of ``out = (xs @ w) * inv`` (``inv`` the floored inverse column norms of ``w``).
 
     With ``out[b, c] = xs_b . w_c / ||w_c||``::
@@ -78,16 +87,20 @@ def _normalized_matmul_backward(xs, w, sq, inv, out, g):
     ``r_c = sum_b g[b, c] * out[b, c] / ||w_c||^2``. A column whose norm is floored (an all-zero
     centre) has no second term: the floor does not depend on ``w``. Autodiff of the same forward
     pass builds the same result from several ``(D, N)`` and ``(B, N)`` temporaries; this needs
-    one of each.
+    one of each. For a ``(N, D)`` ``w`` (``transposed``) the same holds row by row.
     """
     dz = g * inv
-    dxs = ops.matmul(dz, ops.transpose(w))
     r = ops.where(sq > NORM_EPS, ops.sum(g * out, axis=0) * ops.square(inv), 0.0)
-    dw = ops.matmul(ops.transpose(xs), dz) - w * r
+    if transposed:
+        dxs = ops.matmul(dz, w)
+        dw = ops.matmul(ops.transpose(dz), xs) - w * r[:, None]
+    else:
+        dxs = ops.matmul(dz, ops.transpose(w))
+        dw = ops.matmul(ops.transpose(xs), dz) - w * r
     return dxs, dw
 
 
-def normalized_matmul(xs, w):
+def normalized_matmul(xs, w, transposed=False):
     """``xs @ w`` with every column of ``w`` divided by its norm, shape ``(B, N)``.
 
     ``xs`` is usually the L2-normalized embeddings times the logit scale, so the result is
@@ -97,23 +110,24 @@ def normalized_matmul(xs, w):
     Args:
         xs: float32 ``(B, D)``.
         w: float32 ``(D, N)`` class centres (zero columns give zero outputs, not NaN).
+        transposed: ``w`` is ``(N, D)``, one class centre per row (Partial FC's layout).
     """
 
     @ops.custom_gradient
     def forward(xs, w):
-        sq, inv = _column_inverse_norms(w)
-        out = ops.matmul(xs, w) * inv
+        sq, inv = _column_inverse_norms(w, transposed)
+        out = _product(xs, w, transposed) * inv
 
         def grad(*args, upstream=None):
             g = _upstream(args, upstream)
-            return _normalized_matmul_backward(xs, w, sq, inv, out, g)
+            return _normalized_matmul_backward(xs, w, sq, inv, out, g, transposed)
 
         return out, grad
 
     return forward(xs, w)
 
 
-def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1):
+def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transposed=False):
     """:func:`normalized_matmul` plus each sample's target cosine, with one backward pass.
 
     Gathering the target cosine out of the ``(B, N)`` result with autodiff would cost a
@@ -126,6 +140,7 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1):
         index: int32 ``(B,)`` target class ids, already in ``[0, C)``.
         inv_scale: float32 ``(B,)``: ``1 / s_b``, to return the target in cosine units.
         sub_centers: ``K``; the target cosine is the maximum over the class's ``K`` columns.
+        transposed: ``w`` is ``(C * K, D)``, one class centre per row.
 
     Returns:
         ``(out, cos_y)``: ``out = s * cos`` of shape ``(B, C * K)`` and the ``(B,)`` target
@@ -135,8 +150,8 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1):
 
     @ops.custom_gradient
     def forward(xs, w, inv_scale):
-        sq, inv = _column_inverse_norms(w)
-        out = ops.matmul(xs, w) * inv
+        sq, inv = _column_inverse_norms(w, transposed)
+        out = _product(xs, w, transposed) * inv
         if sub_centers == 1:
             column = index
             out_y = ops.take_along_axis(out, column[:, None], axis=1)[:, 0]
@@ -156,7 +171,7 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1):
                 g_inv_scale = g_cos * out_y
             else:
                 g_inv_scale = ops.zeros_like(inv_scale)
-            dxs, dw = _normalized_matmul_backward(xs, w, sq, inv, out, g_out)
+            dxs, dw = _normalized_matmul_backward(xs, w, sq, inv, out, g_out, transposed)
             return dxs, dw, g_inv_scale
 
         return (out, cos_y), grad
@@ -288,7 +303,7 @@ class MarginHead(keras.layers.Layer):
         return (emb_shape[0], self.num_classes)
 
     # ------------------------------------------------------------------ the shared computation
-    def cosine(self, embeddings, kernel=None):
+    def cosine(self, embeddings, kernel=None, kernel_transposed=False):
         """Float32 cosines between embeddings and classes, shape ``(B, num_classes)``.
 
         With sub-centres, a class's cosine is the maximum over its ``K`` sub-centres. The kernel
@@ -299,9 +314,11 @@ class MarginHead(keras.layers.Layer):
             embeddings: ``(B, D)`` embeddings, any float dtype.
             kernel: Optional ``(D, C' * K)`` subset of the class centres to use instead of the
                 whole kernel (Partial FC samples one per step). Defaults to ``self.kernel``.
+            kernel_transposed: ``kernel`` is given as ``(C' * K, D)``, one centre per row
+                (Partial FC's layout; no transposed copy is made). Defaults to ``False``.
         """
         x = l2_normalize(ops.cast(embeddings, "float32"))
-        cos = normalized_matmul(x, self._kernel_tensor(kernel))
+        cos = normalized_matmul(x, self._kernel_tensor(kernel), kernel_transposed)
         return ops.clip(max_over_sub_centers(cos, self.sub_centers), -1.0, 1.0)
 
     def _kernel_tensor(self, kernel=None):
@@ -351,22 +368,27 @@ class MarginHead(keras.layers.Layer):
             embeddings, labels = inputs, None
         return self.compute_logits(embeddings, labels, training=training)
 
-    def compute_logits(self, embeddings, labels=None, kernel=None, training=None):
+    def compute_logits(
+        self, embeddings, labels=None, kernel=None, training=None, kernel_transposed=False
+    ):
         """The head's logits for ``embeddings`` (and ``labels``), optionally on a kernel subset.
 
         This is ``call`` without the input unpacking. With ``kernel`` (shape
         ``(D, C' * sub_centers)``, e.g. the class centres Partial FC sampled for this step) the
-        logits cover those ``C'`` classes only and ``labels`` must index into them.
+        logits cover those ``C'`` classes only and ``labels`` must index into them. With
+        ``kernel_transposed=True`` the given ``kernel`` is ``(C' * sub_centers, D)``, one class
+        centre per row.
         """
         self._check_embedding_shape(tuple(embeddings.shape))
         x = l2_normalize(ops.cast(embeddings, "float32"))
         w = self._kernel_tensor(kernel)
         scale = self.logit_scale(embeddings)  # a scalar, or (B, 1) for the feature norm
+        t = bool(kernel_transposed)
         if labels is None:
-            return max_over_sub_centers(normalized_matmul(x * scale, w), self.sub_centers)
+            return max_over_sub_centers(normalized_matmul(x * scale, w, t), self.sub_centers)
 
         labels = self.prepare_labels(labels, batch_size=embeddings.shape[0])
-        num_classes = w.shape[1] // self.sub_centers
+        num_classes = w.shape[0 if t else 1] // self.sub_centers
         valid = ops.logical_and(labels >= 0, labels < num_classes)
         index = ops.clip(labels, 0, num_classes - 1)
         # An out-of-range label turns its row into NaN through the per-row factor (a (B, D)
@@ -380,7 +402,7 @@ class MarginHead(keras.layers.Layer):
             # (B, C) pass on top of the product (and one in the backward pass).
             row_scale = ops.broadcast_to(scale, ops.shape(row_factor)) * row_factor
             out, cos_y = normalized_matmul_with_target(
-                x * row_scale, w, index, 1.0 / row_scale[:, 0], self.sub_centers
+                x * row_scale, w, index, 1.0 / row_scale[:, 0], self.sub_centers, t
             )
             target = self.target_logit(
                 ops.clip(cos_y, -1.0, 1.0), embeddings=embeddings, training=training
@@ -394,7 +416,7 @@ class MarginHead(keras.layers.Layer):
 
         # A head that rewrites other logits too (SV-Softmax) works on the cosines themselves.
         out, cos_y = normalized_matmul_with_target(
-            x * row_factor, w, index, ops.ones_like(row_factor[:, 0]), self.sub_centers
+            x * row_factor, w, index, ops.ones_like(row_factor[:, 0]), self.sub_centers, t
         )
         cos = max_over_sub_centers(out, self.sub_centers)
         target = self.target_logit(
