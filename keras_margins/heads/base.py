@@ -165,6 +165,8 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transp
 
         def grad(*args, upstream=None):
             g_out, g_cos = _upstream(args, upstream)
+            if g_out is None:  # only the target cosines are used
+                g_out = ops.zeros_like(out)
             if g_cos is not None:
                 g_at_target = ops.take_along_axis(g_out, column[:, None], axis=1)[:, 0]
                 g_out = ops.scatter_update(g_out, position, g_at_target + g_cos * inv_scale)
