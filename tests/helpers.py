@@ -114,7 +114,7 @@ def grad_fn(fn, variables=(), has_aux=False, state=()):
 
     ``grads`` holds the gradient of the scalar ``fn(*xs)`` with respect to every argument, then
     to every Keras variable in ``variables``. With ``has_aux``, ``fn`` returns ``(value, aux)``.
-    ``tf.GradientTape`` on TensorFlow. On JAX, ``jax.value_and_grad`` with the variables passed
+    ``tf.GradientTape`` on TensorFlow, ``torch.autograd.grad`` on PyTorch. On JAX, ``jax.value_and_grad`` with the variables passed
     through a ``keras.StatelessScope``; the variables of the layers in ``state`` that ``fn``
     updates (e.g. a step counter) are then assigned their new values (by :func:`compiled` when
     ``g`` runs under it). ``g`` may be wrapped in :func:`compiled`.
@@ -131,6 +131,28 @@ def grad_fn(fn, variables=(), has_aux=False, state=()):
                 out = fn(*xs)
             value, aux = out if has_aux else (out, None)
             grads = tape.gradient(value, xs + [v.value for v in variables])
+            return (value, grads, aux) if has_aux else (value, grads)
+
+        return g
+    if backend() == "torch":
+        import torch
+
+        def g(*xs):
+            xs = [
+                x.detach().clone().requires_grad_(True) if torch.is_floating_point(x) else x
+                for x in xs
+            ]
+            out = fn(*xs)
+            value, aux = out if has_aux else (out, None)
+            targets = xs + [v.value for v in variables]
+            wanted = [i for i, t in enumerate(targets) if t.requires_grad]
+            found = torch.autograd.grad(
+                value, [targets[i] for i in wanted], allow_unused=True, materialize_grads=True
+            )
+            grads = [None] * len(targets)
+            for i, grad in zip(wanted, found):
+                grads[i] = grad
+            value = value.detach()
             return (value, grads, aux) if has_aux else (value, grads)
 
         return g
@@ -204,6 +226,10 @@ def compiled(fn):
         import tensorflow as tf
 
         return tf.function(fn, jit_compile=True)
+    if backend() != "jax":
+        import pytest
+
+        pytest.skip(f"no XLA compilation on the {backend()} backend")
     import jax
 
     traced_vars = []

@@ -1,10 +1,11 @@
-"""The heads and losses on the JAX backend.
+"""The heads and losses on the JAX and PyTorch backends.
 
 The library uses only `keras.ops`. The backend is fixed when Keras is first imported, so the
-JAX runs happen in subprocesses with ``KERAS_BACKEND=jax``: every head's logits are compared
-with the TensorFlow results of this process on the same inputs and weights, and the head and
-loss test modules run again, whole, on JAX (SavedModel export, `tf.distribute` and Partial FC's
-`IndexedSlices` are TensorFlow-only and stay out).
+other backends run in subprocesses with ``KERAS_BACKEND=jax`` / ``torch``: every head's logits
+are compared on JAX with the TensorFlow results of this process on the same inputs and weights,
+and the head and loss test modules run again, whole, on JAX and on PyTorch (SavedModel export,
+`tf.distribute` and Partial FC's `IndexedSlices` are TensorFlow-only and stay out; on PyTorch the
+XLA tests skip themselves).
 """
 
 import json
@@ -97,7 +98,7 @@ def test_heads_match_tensorflow_and_train_on_jax(tmp_path):
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-JAX_MODULES = [
+BACKEND_MODULES = [
     "tests/test_heads.py",
     "tests/test_normalized_matmul.py",
     "tests/test_sphereface.py",
@@ -112,11 +113,13 @@ JAX_MODULES = [
 
 
 @pytest.mark.slow
-def test_head_and_loss_test_modules_pass_on_jax():
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+@pytest.mark.parametrize("name", ["jax", "torch"])
+def test_head_and_loss_test_modules_pass_on_other_backends(name):
+    pytest.importorskip(name)  # both are in the test extra; a bare install may lack them
+    env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-         *JAX_MODULES],
+         *BACKEND_MODULES],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -124,6 +127,6 @@ def test_head_and_loss_test_modules_pass_on_jax():
         timeout=1800,
     )
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    print(f"KERAS_BACKEND=jax: {summary}")
+    print(f"KERAS_BACKEND={name}: {summary}")
     assert result.returncode == 0, (result.stdout[-6000:], result.stderr[-2000:])
     assert " passed" in summary and "failed" not in summary and "error" not in summary, summary

@@ -148,8 +148,7 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transp
     """
     rows = ops.arange(ops.shape(index)[0], dtype="int32")
 
-    @ops.custom_gradient
-    def forward(xs, w, inv_scale):
+    def values(xs, w, inv_scale):
         sq, inv = _column_inverse_norms(w, transposed)
         out = _product(xs, w, transposed) * inv
         if sub_centers == 1:
@@ -157,9 +156,19 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transp
             out_y = ops.take_along_axis(out, column[:, None], axis=1)[:, 0]
         else:
             candidates = index[:, None] * sub_centers + ops.arange(sub_centers, dtype="int32")
-            values = ops.take_along_axis(out, candidates, axis=1)
-            column = index * sub_centers + ops.cast(ops.argmax(values, axis=1), "int32")
-            out_y = ops.max(values, axis=1)
+            options = ops.take_along_axis(out, candidates, axis=1)
+            column = index * sub_centers + ops.cast(ops.argmax(options, axis=1), "int32")
+            out_y = ops.max(options, axis=1)
+        return sq, inv, out, column, out_y
+
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        # Keras's custom gradients take one output only on PyTorch: plain autodiff there.
+        _, _, out, _, out_y = values(xs, w, inv_scale)
+        return out, out_y * inv_scale
+
+    @ops.custom_gradient
+    def forward(xs, w, inv_scale):
+        sq, inv, out, column, out_y = values(xs, w, inv_scale)
         cos_y = out_y * inv_scale
         position = ops.stack([rows, column], axis=1)
 
