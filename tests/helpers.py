@@ -253,6 +253,23 @@ def compiled(fn):
     return run
 
 
+def xla_in_fit():
+    """``jit_compile`` for ``Model.compile`` in training tests: XLA on TensorFlow and JAX.
+
+    On PyTorch Keras would use ``torch.compile``, whose compile time dominates these small fits
+    (30-40 s per model); the training tests run eagerly there.
+    """
+    return backend() != "torch"
+
+
+def skip_compiled_fit_on_torch(jit_compile):
+    """Skip the ``jit_compile=True`` variant of a fit test on PyTorch (see :func:`xla_in_fit`)."""
+    if jit_compile and not xla_in_fit():
+        import pytest
+
+        pytest.skip("jit_compile=True means torch.compile on PyTorch (a minute of compile time)")
+
+
 def skip_unless_tensorflow(reason):
     """A pytest mark skipping a test that is inherently TensorFlow-only."""
     import pytest

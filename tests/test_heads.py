@@ -24,6 +24,7 @@ from tests.helpers import (
     to_numpy,
     value_and_grads,
     with_kernel,
+    xla_in_fit,
 )
 
 # --------------------------------------------------------------------------- float64 references
@@ -427,7 +428,7 @@ def test_training_on_digits_learns(name):
     train_model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
+        jit_compile=xla_in_fit(),
     )
     history = train_model.fit([x_train, y_train], y_train, epochs=8, batch_size=64, verbose=0)
     losses = history.history["loss"]

@@ -16,17 +16,18 @@ from keras_margins.heads.l2_softmax import (
     l2_softmax_alpha_lower_bound,
 )
 from tests.helpers import (
+    assert_config_round_trip,
+    assert_keras_round_trip,
     cast,
     compiled,
     grad_fn,
-    to_numpy,
-    value_and_grads,
-    assert_config_round_trip,
-    assert_keras_round_trip,
     head_model,
     load_digits_split,
     numerical_gradient,
     ref_cross_entropy,
+    to_numpy,
+    value_and_grads,
+    xla_in_fit,
 )
 
 
@@ -240,7 +241,7 @@ def test_training_on_digits_learns(trainable_alpha):
     train_model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
+        jit_compile=xla_in_fit(),
     )
     hist = train_model.fit([x_train, y_train], y_train, epochs=8, batch_size=64, verbose=0)
     losses = hist.history["loss"]

@@ -21,6 +21,7 @@ from tests.helpers import (
     numerical_gradient,
     to_numpy,
     value_and_grads,
+    xla_in_fit,
 )
 
 
@@ -179,7 +180,7 @@ def test_training_on_digits_with_a_margin_head(name):
     head = km.CosFace(10, scale=16.0, margin=0.2)
     train_model, embed_model = km.build_models(backbone, head)
     loss = HardMiningSoftmaxLoss(keep_ratio=0.5) if name == "hm" else FocalSoftmaxLoss(gamma=2.0)
-    train_model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, jit_compile=True)
+    train_model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss, jit_compile=xla_in_fit())
     hist = train_model.fit([x_train, y_train], y_train, epochs=8, batch_size=64, verbose=0)
     losses = hist.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses

@@ -15,18 +15,20 @@ import keras_margins as km  # noqa: F401  (the package must import cleanly)
 from keras_margins.heads.base import layer_metrics_supported
 from keras_margins.heads.sphereface import SphereFace, sphereface_psi
 from tests.helpers import (
+    assert_config_round_trip,
+    assert_keras_round_trip,
     cast,
     compiled,
     grad_fn,
-    to_numpy,
-    value_and_grads,
-    assert_config_round_trip,
-    assert_keras_round_trip,
     head_model,
     load_digits_split,
     numerical_gradient,
     ref_cross_entropy,
+    skip_compiled_fit_on_torch,
+    to_numpy,
+    value_and_grads,
     with_kernel,
+    xla_in_fit,
 )
 
 MARGINS = [1, 1.5, 2, 2.5, 3, 3.7, 4, 5.25]
@@ -256,6 +258,7 @@ def _digits_models(head):
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_step_advances_once_per_fit_step_and_resumes_after_load(jit_compile, tmp_path):
+    skip_compiled_fit_on_torch(jit_compile)
     x_train, x_test, y_train, y_test = load_digits_split()
     x_train, y_train = x_train[:320], y_train[:320]  # 10 batches of 32
     head = SphereFace(10)
@@ -365,7 +368,7 @@ def test_training_on_digits_learns():
     train_model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
+        jit_compile=xla_in_fit(),
     )
     hist = train_model.fit([x_train, y_train], y_train, epochs=10, batch_size=64, verbose=0)
     losses = hist.history["loss"]

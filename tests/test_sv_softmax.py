@@ -14,17 +14,18 @@ import keras_margins as km
 from keras_margins.heads.base import layer_metrics_supported
 from keras_margins.heads.sv_softmax import SVSoftmax
 from tests.helpers import (
-    compiled,
-    grad_fn,
-    to_numpy,
-    value_and_grads,
     assert_config_round_trip,
     assert_keras_round_trip,
+    compiled,
+    grad_fn,
     head_model,
     load_digits_split,
     numerical_gradient,
     ref_cross_entropy,
+    to_numpy,
+    value_and_grads,
     with_kernel,
+    xla_in_fit,
 )
 
 
@@ -240,7 +241,7 @@ def test_training_on_digits_learns_and_logs_the_support_vector_fraction():
     train_model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
+        jit_compile=xla_in_fit(),
     )
     hist = train_model.fit([x_train, y_train], y_train, epochs=8, batch_size=64, verbose=0)
     losses = hist.history["loss"]
