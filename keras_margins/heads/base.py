@@ -409,8 +409,8 @@ class MarginHead(keras.layers.Layer):
 
         if type(self).combine is MarginHead.combine:
             # Only the target entry changes: the scale is folded into the embeddings before the
-            # product and the target logit is written in place, so the whole head costs one
-            # (B, C) pass on top of the product (and one in the backward pass).
+            # product and the target logit is written in place, so no (B, C) pass is spent on
+            # the scale, a clip or a mask.
             row_scale = ops.broadcast_to(scale, ops.shape(row_factor)) * row_factor
             out, cos_y = normalized_matmul_with_target(
                 x * row_scale, w, index, 1.0 / row_scale[:, 0], self.sub_centers, t
