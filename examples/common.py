@@ -160,6 +160,22 @@ def load_fashion_open_set(train_samples, test_samples, seed=0, split_seed=1, all
     )
 
 
+def load_small_fashion_open_set(smoke, seed, training="training on"):
+    """:func:`load_fashion_open_set` at the sizes the small examples use, with a printed summary.
+
+    21 000 training and 6 000 held-out images (1 500 and 600 with ``smoke``, which also never
+    downloads). ``training`` words the summary line ("training on", "pairs from"). Returns
+    ``(num_train_classes, x_train, y_train, x_test, y_test)``.
+    """
+    split, source, (x_train, y_train), (x_test, y_test) = load_fashion_open_set(
+        1500 if smoke else 21000, 600 if smoke else 6000, seed=seed, allow_download=not smoke
+    )
+    names = ", ".join(split.test_names) if len(split.test_names) else "3 classes"
+    print(f"data source: {source}; {training} {split.num_train_classes} training classes "
+          f"({len(x_train)} images); verifying on held-out {names} ({len(x_test)} images)")
+    return split.num_train_classes, x_train, y_train, x_test, y_test
+
+
 def gallery_probe_split(labels, seed=0):
     """One seeded gallery sample per identity; every other sample is a probe."""
     rng = np.random.default_rng(seed)

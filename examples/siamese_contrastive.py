@@ -30,16 +30,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_margins as km  # noqa: E402
-from common import build_backbone, evaluate_open_set, load_fashion_open_set  # noqa: E402
+from common import build_backbone, evaluate_open_set, load_small_fashion_open_set  # noqa: E402
 
 
 def load_data(smoke, seed):
-    split, source, (x_train, y_train), (x_test, y_test) = load_fashion_open_set(
-        1500 if smoke else 21000, 600 if smoke else 6000, seed=seed, allow_download=not smoke
+    num_classes, x_train, y_train, x_test, y_test = load_small_fashion_open_set(
+        smoke, seed, training="pairs from"
     )
-    names = ", ".join(split.test_names) if len(split.test_names) else "3 classes"
-    print(f"data source: {source}; pairs from {split.num_train_classes} training classes "
-          f"({len(x_train)} images); verifying on held-out {names} ({len(x_test)} images)")
     return x_train, y_train, x_test, y_test
 
 
