@@ -80,7 +80,7 @@ GLYPH_CHARACTERS = (
 # one. A font renders them with its ".notdef" glyph (a box, or nothing), which is what it would
 # draw for any character it lacks.
 _ABSENT_CODE_POINTS = ("\u0378", "\U0010fffd")
-_GLYPH_CACHE_VERSION = 1
+_GLYPH_CACHE_VERSION = 2
 # Light augmentation: rotation in degrees, relative scale change, shift as a fraction of the side.
 _MAX_ROTATION, _MAX_SCALE, _MAX_SHIFT = 5.0, 0.06, 0.04
 _FONT_EXTENSIONS = (".ttf", ".otf")
@@ -350,7 +350,8 @@ def load_fashion_mnist(
         flat: Return ``(N, H * W)`` vectors instead of ``(N, H, W, 1)`` images.
             Defaults to ``False``.
         data_dir: Folder of the IDX files. Defaults to ``None``:
-            ``/usr/share/datasets/fashion-mnist``.
+            ``/usr/share/datasets/fashion-mnist``, or ``$KERAS_MARGINS_DATA_DIR/fashion-mnist``
+            when that environment variable is set.
         allow_download: Try Keras's downloader in ``"auto"`` mode. Defaults to ``True``.
         download_timeout: Socket timeout of the download, in seconds. Defaults to ``20.0``.
 
@@ -367,7 +368,11 @@ def load_fashion_mnist(
     check_choice("source", source, ("auto", "keras", "debian", "digits"))
     download_timeout = check_float("download_timeout", download_timeout, 0.0, low_open=True)
     flat = bool(flat)
-    directory = DEBIAN_FASHION_MNIST_DIR if data_dir is None else os.fspath(data_dir)
+    if data_dir is None:
+        root = os.environ.get(DATA_DIR_ENV)
+        directory = DEBIAN_FASHION_MNIST_DIR if not root else os.path.join(root, "fashion-mnist")
+    else:
+        directory = os.fspath(data_dir)
     if source == "digits":
         return load_digits(flat=flat)
     order = [source] if source != "auto" else (["keras"] if allow_download else []) + ["debian"]
@@ -459,12 +464,49 @@ def open_set_split(x, y, num_held_out, seed=0, class_names=None):
 # --------------------------------------------------------------------------------------------
 
 
-def find_fonts(font_dirs=None):
+FONT_DIRS_ENV = "KERAS_MARGINS_FONT_DIRS"
+DATA_DIR_ENV = "KERAS_MARGINS_DATA_DIR"
+SYSTEM_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
+
+
+def bundled_font_dir():
+    """The folder of the fonts that matplotlib ships (DejaVu, STIX, Computer Modern), or None.
+
+    Found from the installed package without importing it; ``None`` when matplotlib is not
+    installed.
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("matplotlib")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "mpl-data", "fonts", "ttf")
+    return path if os.path.isdir(path) else None
+
+
+def _system_font_dirs():
+    env = os.environ.get(FONT_DIRS_ENV)
+    if env is not None:
+        return [d for d in env.split(os.pathsep) if d], False
+    return [os.path.expanduser(d) for d in SYSTEM_FONT_DIRS], True
+
+
+def find_fonts(font_dirs=None, bundled=None):
     """List the TrueType/OpenType font files of the machine, sorted.
 
     Args:
-        font_dirs: Folders searched recursively. Defaults to ``None``: ``/usr/share/fonts``
-            plus whatever ``fc-list`` reports, when fontconfig is installed.
+        font_dirs: Folders searched recursively. Defaults to ``None``: the system font folders
+            (``/usr/share/fonts``, ``/usr/local/share/fonts``, ``~/.local/share/fonts``,
+            ``~/.fonts``) plus whatever ``fc-list`` reports when fontconfig is installed --
+            or, when the environment variable ``KERAS_MARGINS_FONT_DIRS`` is set, only the
+            folders it lists (separated by ``os.pathsep``; empty: no system folder), which
+            simulates a machine without font packages.
+        bundled: Also list the fonts that ship with matplotlib (`bundled_font_dir`), so a
+            machine with only the pip dependencies has fonts. Defaults to ``None``: ``True``
+            when ``font_dirs`` is ``None``, else ``False``.
 
     Returns:
         A sorted list of unique real paths of ``.ttf`` and ``.otf`` files.
@@ -476,13 +518,21 @@ def find_fonts(font_dirs=None):
         True
     """
     found = set()
-    dirs = ["/usr/share/fonts"] if font_dirs is None else [os.fspath(d) for d in font_dirs]
+    use_fc_list = False
+    if font_dirs is None:
+        dirs, use_fc_list = _system_font_dirs()
+    else:
+        dirs = [os.fspath(d) for d in font_dirs]
+    if bundled is None:
+        bundled = font_dirs is None
+    if bundled and bundled_font_dir() is not None:
+        dirs = [bundled_font_dir(), *dirs]
     for directory in dirs:
         for root, _, files in os.walk(directory):
             for name in files:
                 if name.lower().endswith(_FONT_EXTENSIONS):
                     found.add(os.path.realpath(os.path.join(root, name)))
-    if font_dirs is None and shutil.which("fc-list"):
+    if use_fc_list and shutil.which("fc-list"):
         try:
             out = subprocess.run(
                 ["fc-list", "--format", "%{file}\n"], capture_output=True, text=True, timeout=30
@@ -493,6 +543,20 @@ def find_fonts(font_dirs=None):
             if line.lower().endswith(_FONT_EXTENSIONS) and os.path.isfile(line):
                 found.add(os.path.realpath(line))
     return sorted(found)
+
+
+def font_set(fonts):
+    """Name the font set of a list of font paths: where the fonts come from.
+
+    ``"matplotlib"`` when every font is one that matplotlib ships (what a machine with only
+    the pip dependencies has), ``"system"`` when none is, ``"matplotlib+system"`` otherwise.
+    """
+    base = bundled_font_dir()
+    base = os.path.realpath(base) + os.sep if base else None
+    ours = [base is not None and os.path.realpath(f).startswith(base) for f in fonts]
+    if ours and all(ours):
+        return "matplotlib"
+    return "matplotlib+system" if any(ours) else "system"
 
 
 def _render_small(font, char, size):
@@ -518,6 +582,31 @@ def _missing_characters(path, characters, first_only=False):
             if first_only:
                 break
     return missing
+
+
+def _identical_glyphs(path, characters):
+    """The first two characters that the font at ``path`` draws identically, or ``None``.
+
+    A fallback font such as matplotlib's LastResortHE maps every code point but draws one
+    glyph per Unicode block: its characters cannot be told apart, so it cannot be a sample.
+    """
+    from PIL import ImageFont
+
+    font = ImageFont.truetype(path, 24, layout_engine=ImageFont.Layout.BASIC)
+    seen = {}
+    for char in characters:
+        digest = hashlib.sha256(_render_small(font, char, 64).tobytes()).hexdigest()
+        if digest in seen:
+            return seen[digest], char
+        seen[digest] = char
+    return None
+
+
+def _font_name(path):
+    from PIL import ImageFont
+
+    family, style = ImageFont.truetype(path, 12).getname()
+    return f"{family} {style}"
 
 
 def _render_glyph(font, char, canvas, baseline, transform):
@@ -577,19 +666,31 @@ def _render_glyph_arrays(fonts, characters, image_size, samples_per_font, augmen
     baseline = int(round(0.75 * canvas))
     # Cheap first: a Latin, a Greek and a Cyrillic letter reject most fonts of other scripts.
     canaries = [c for c in ("A", "\u03a9", "\u0416") if c in characters]
-    kept, skipped = [], {}
-    for path in fonts:
+    kept, skipped, names = [], {}, {}
+    # matplotlib's copies first, so that a font installed twice (DejaVu from matplotlib and
+    # from fonts-dejavu-core) is the same file whatever else the machine has.
+    bundled = font_set
+    for path in sorted(fonts, key=lambda f: (bundled([f]) != "matplotlib", f)):
         try:
             missing = _missing_characters(path, canaries, first_only=True) or (
                 _missing_characters(path, characters, first_only=True)
             )
+            same = None if missing else _identical_glyphs(path, characters)
+            name = _font_name(path)
         except OSError as err:
             skipped[path] = f"cannot be loaded ({err})"
             continue
         if missing:
             skipped[path] = f"lacks {missing[0]!r} (U+{ord(missing[0]):04X})"
+        elif same:
+            skipped[path] = (f"draws {same[0]!r} and {same[1]!r} identically "
+                             "(a fallback font: one glyph for many characters)")
+        elif name in names:
+            skipped[path] = f"same font ({name}) as {names[name]}"
         else:
+            names[name] = path
             kept.append(path)
+    kept.sort()
     if not kept:
         raise ValueError(
             f"None of the {len(fonts)} fonts has a glyph for every requested character "
@@ -712,8 +813,8 @@ def load_glyphs(
         fonts = find_fonts()
         if not fonts:
             raise FileNotFoundError(
-                "No font file (.ttf/.otf) was found under /usr/share/fonts. Install some with: "
-                f"`{_APT_HINT}`"
+                "No font file (.ttf/.otf) was found: neither matplotlib's fonts (`pip install "
+                f"matplotlib`) nor system fonts. Install some with: `{_APT_HINT}`"
             )
     else:
         if isinstance(fonts, (str, os.PathLike)):
@@ -737,6 +838,7 @@ def load_glyphs(
             "augmentation": [_MAX_ROTATION, _MAX_SCALE, _MAX_SHIFT],
             "pillow": _pillow_version(),
             "seed": seed,
+            "font_set": font_set(fonts),
         },
         sort_keys=True,
     )
@@ -783,6 +885,7 @@ def load_glyphs(
     split.x_test = _as_images(split.x_test / np.float32(255.0), flat)
     split.source = "glyphs"
     split.info = {
+        "font_set": font_set(kept),
         "fonts": kept,
         "skipped_fonts": skipped,
         "train_fonts": font_ids[~is_test],

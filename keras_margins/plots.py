@@ -199,13 +199,18 @@ def plot_score_histogram(scores, issame=None, threshold=None, bins=50, ax=None, 
     return _finish(fig, path)
 
 
+_DEFAULT = object()
+
+
 def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None, max_points=2000,
-                            seed=0, class_names=None):
+                            seed=0, class_names=None, title=_DEFAULT):
     """Normalized features per class on the unit circle (2-D) or sphere (3-D).
 
     The figure of the margin papers: each embedding is scaled to unit length and drawn in its
     class colour; each class-centre direction is drawn as a line from the origin to the unit
-    sphere. Train with a 2- or 3-dimensional embedding to make one.
+    sphere (without ``centers``: each class's mean feature direction, the only "centre" that
+    classes the head never saw have). Train with a 2- or 3-dimensional embedding to make one,
+    or project a wider one (PCA). The legend sits outside the axes, on the right.
 
     Args:
         embeddings: ``(num_samples, D)`` with ``D`` in ``{2, 3}``.
@@ -218,7 +223,10 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
         max_points: Draw at most this many points (a seeded subsample). Defaults to ``2000``.
         seed: Seed of the subsample. Defaults to ``0``.
         class_names: Legend names: a sequence indexed by class id or a mapping from class id
-            to name, covering every class in ``labels``. Defaults to ``None`` (the class ids).
+            to name, covering every class in ``labels`` (a sequence needs labels ``>= 0``).
+            Defaults to ``None`` (the class ids).
+        title: Axes title; ``None`` for none. Defaults to "Normalized features and class
+            centres" with ``centers``, else "Normalized features and class mean directions".
 
     Returns:
         The matplotlib ``Figure``.
@@ -258,6 +266,7 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
     unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     classes = np.unique(labels)
     names = _legend_names(classes, class_names)
+    has_centers = centers is not None
     if centers is None:
         centers = np.stack([unit[labels == c].mean(axis=0) for c in classes])
         center_classes = classes
@@ -298,9 +307,19 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
         for c, w in zip(center_classes, centers):
             ax.plot([0, w[0]], [0, w[1]], [0, w[2]], color=colour.get(c, "k"), linewidth=2)
         ax.set_box_aspect((1, 1, 1))
-    ax.set_title("Normalized features and class centres")
+    if d == 3:
+        # Three ticks per axis: the default five overlap where the axes meet.
+        for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+            axis.set_ticks([-1.0, 0.0, 1.0])
+        ax.tick_params(labelsize=7, pad=0)
+    if title is _DEFAULT:
+        title = ("Normalized features and class centres" if has_centers
+                 else "Normalized features and class mean directions")
+    if title is not None:
+        ax.set_title(title)
     if classes.size <= 20:
-        ax.legend(loc="upper right", fontsize="small", markerscale=2)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02 if d == 2 else 1.08, 1.0),
+                  fontsize="small", markerscale=2, frameon=False)
     return _finish(fig, path)
 
 
@@ -312,6 +331,15 @@ def _legend_names(classes, class_names):
         raise ValueError(
             "`class_names` must be a sequence or a mapping of names, not a string. "
             f"Received: class_names={class_names!r}"
+        )
+    is_mapping = hasattr(class_names, "keys")
+    negative = [c.item() if hasattr(c, "item") else c for c in classes
+                if not is_mapping and isinstance(c, (int, np.integer)) and c < 0]
+    if negative:
+        raise ValueError(
+            "`labels` must be >= 0 when `class_names` is a sequence (a negative label would "
+            f"pick a name from the end). Received: labels with {negative}; pass a mapping "
+            "from label to name instead"
         )
     missing = []
     names = {}

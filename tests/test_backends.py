@@ -115,7 +115,16 @@ BACKEND_MODULES = [
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["jax", "torch"])
 def test_head_and_loss_test_modules_pass_on_other_backends(name):
-    pytest.importorskip(name)  # both are in the test extra; a bare install may lack them
+    # JAX is in the test extra; PyTorch is not (pip would fetch its CUDA build): the PyTorch
+    # rerun runs where torch is installed (CI installs the CPU wheel) and skips, saying so,
+    # elsewhere.
+    pytest.importorskip(
+        name,
+        reason=f"{name} is not installed, so the head and loss tests do not rerun on "
+        f"KERAS_BACKEND={name}"
+        + (" (install the CPU wheel: pip install torch==2.13.0 --index-url "
+           "https://download.pytorch.org/whl/cpu)" if name == "torch" else ""),
+    )
     env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
