@@ -446,3 +446,93 @@ def test_default_characters_are_distinct_identities():
     dist = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
     np.fill_diagonal(dist, np.inf)
     assert dist.min() > 1.0
+
+
+# ---------------------------------------------------------------- a fresh machine
+
+
+def _fresh_machine(monkeypatch, tmp_path):
+    """No system fonts and no Debian datasets: only what the pip dependencies bring."""
+    empty = tmp_path / "empty"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv(datasets.FONT_DIRS_ENV, str(empty))
+    monkeypatch.setenv(datasets.DATA_DIR_ENV, str(empty))
+    monkeypatch.setenv("KERAS_HOME", str(empty / "keras"))
+    return empty
+
+
+def test_fresh_machine_fonts_are_matplotlibs(monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    _fresh_machine(monkeypatch, tmp_path)
+    bundled = os.path.realpath(datasets.bundled_font_dir())
+    fonts = datasets.find_fonts()
+    assert fonts and all(f.startswith(bundled + os.sep) for f in fonts)
+    names = {os.path.basename(f) for f in fonts}
+    assert {"DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "STIXGeneral.ttf"} <= names
+    # An empty variable means "no system folder" too; unset, the system folders come back.
+    monkeypatch.setenv(datasets.FONT_DIRS_ENV, "")
+    assert datasets.find_fonts() == fonts
+    monkeypatch.delenv(datasets.FONT_DIRS_ENV)
+    assert set(fonts) <= set(datasets.find_fonts())
+    # Explicit folders are searched alone unless bundled=True.
+    assert datasets.find_fonts([tmp_path / "empty"]) == []
+    assert datasets.find_fonts([tmp_path / "empty"], bundled=True) == fonts
+
+
+def test_fresh_machine_glyph_benchmark_builds_from_matplotlib_fonts(monkeypatch, tmp_path):
+    pytest.importorskip("matplotlib")
+    _fresh_machine(monkeypatch, tmp_path)
+    data = datasets.load_glyphs(samples_per_font=1, cache_dir=tmp_path / "cache")
+    assert data.info["font_set"] == "matplotlib"
+    kept = {os.path.basename(f) for f in data.info["fonts"]}
+    # DejaVu Sans, Serif and Mono and STIX General, 4 faces each, cover all 132 identities.
+    assert len(kept) == 16, sorted(kept)
+    assert {"DejaVuSansMono-BoldOblique.ttf", "STIXGeneralBolIta.ttf"} <= kept
+    skipped = {os.path.basename(f): why for f, why in data.info["skipped_fonts"].items()}
+    # Computer Modern lacks Greek capitals and Cyrillic; LastResort maps every code point to
+    # one box per Unicode block, so it is no sample of anything.
+    assert skipped["cmr10.ttf"].startswith("lacks")
+    assert "identically" in skipped["LastResortHE-Regular.ttf"]
+    assert data.num_train_classes + data.num_test_classes == len(datasets.GLYPH_CHARACTERS)
+    assert len(data.x_train) + len(data.x_test) == 16 * len(datasets.GLYPH_CHARACTERS)
+    # The font set is part of the cache key: the same call with system fonts is another file.
+    assert "glyphs-" in data.info["cache_path"]
+
+
+def test_fallback_font_drawing_one_glyph_for_all_is_detected():
+    pytest.importorskip("matplotlib")
+    last_resort = os.path.join(datasets.bundled_font_dir(), "LastResortHE-Regular.ttf")
+    if not os.path.exists(last_resort):
+        pytest.skip("this matplotlib has no LastResortHE font")
+    # It "has" every character (no .notdef), yet draws A and B alike.
+    assert datasets._missing_characters(last_resort, "AB") == []
+    assert datasets._identical_glyphs(last_resort, "AB") == ("A", "B")
+    assert datasets._identical_glyphs(_font("DejaVuSans.ttf"), datasets.GLYPH_CHARACTERS) is None
+
+
+def test_same_font_installed_twice_is_kept_once(tmp_path):
+    src = _font("DejaVuSans.ttf")
+    copy = tmp_path / "copy-of-dejavu.ttf"
+    copy.write_bytes(open(src, "rb").read())
+    data = datasets.load_glyphs(characters="AB\u0416", fonts=[src, str(copy)],
+                                test_fraction=0.34, samples_per_font=1, use_cache=False)
+    assert len(data.info["fonts"]) == 1
+    (why,) = data.info["skipped_fonts"].values()
+    assert why.startswith("same font (DejaVu Sans Book)")
+
+
+def test_font_set_names(tmp_path):
+    pytest.importorskip("matplotlib")
+    mpl = os.path.join(datasets.bundled_font_dir(), "DejaVuSans.ttf")
+    other = tmp_path / "x.ttf"
+    other.write_bytes(b"x")
+    assert datasets.font_set([mpl]) == "matplotlib"
+    assert datasets.font_set([mpl, str(other)]) == "matplotlib+system"
+    assert datasets.font_set([str(other)]) == "system"
+
+
+def test_fashion_mnist_data_dir_follows_the_environment(monkeypatch, tmp_path):
+    _fresh_machine(monkeypatch, tmp_path)
+    data = datasets.load_fashion_mnist(allow_download=False)
+    assert data.source == "digits"
+    assert str(tmp_path / "empty" / "fashion-mnist") in data.info["fallback_reasons"]["debian"]

@@ -145,3 +145,34 @@ def test_sphere_legend_uses_class_names():
         plot_features_on_sphere(x, labels, class_names={0: "a", 2: "c"})
     with pytest.raises(ValueError, match="class_names"):
         plot_features_on_sphere(x, labels, class_names="abc")
+
+
+def test_sphere_negative_labels_never_index_names_from_the_end():
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.1]])
+    labels = np.array([-1, 0, 1])
+    with pytest.raises(ValueError, match=r"`labels` must be >= 0.*Received: labels with \[-1\]"):
+        plot_features_on_sphere(x, labels, class_names=["a", "b", "c"])
+    # A mapping names negative labels explicitly: that stays allowed.
+    fig = plot_features_on_sphere(x, labels, class_names={-1: "unknown", 0: "a", 1: "b"})
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["unknown", "a", "b"]
+
+
+def test_sphere_title_legend_outside_and_three_ticks(rng, tmp_path):
+    labels = np.repeat(np.arange(4), 10)
+    x = rng.normal(size=(4, 3))[labels] + 0.1 * rng.normal(size=(40, 3))
+    fig = plot_features_on_sphere(x, labels)
+    ax = fig.axes[0]
+    # Without centres the lines are mean directions, and the title says so.
+    assert ax.get_title() == "Normalized features and class mean directions"
+    centers = rng.normal(size=(4, 3))
+    assert (plot_features_on_sphere(x, labels, centers=centers).axes[0].get_title()
+            == "Normalized features and class centres")
+    fig = plot_features_on_sphere(x, labels, title=None, path=str(tmp_path / "s.png"))
+    ax = fig.axes[0]
+    assert ax.get_title() == "" and not fig.texts
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        np.testing.assert_allclose(axis.get_ticklocs(), [-1.0, 0.0, 1.0])
+    # The legend is drawn right of the axes, not over the sphere.
+    fig.canvas.draw()
+    legend_box = ax.get_legend().get_window_extent()
+    assert legend_box.x0 >= ax.get_window_extent().x1 - 1
