@@ -18,8 +18,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import quiet  # noqa: E402,F401 -- before TensorFlow: no start-up banners
 
 import numpy as np  # noqa: E402
 

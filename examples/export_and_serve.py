@@ -24,7 +24,9 @@ import tempfile
 import textwrap
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import quiet  # noqa: E402,F401 -- before TensorFlow: no start-up banners
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -37,13 +39,15 @@ from keras_margins.export import export_onnx, export_saved_model, export_tflite 
 SERVE = textwrap.dedent(
     """
     import json, sys
-    site_dirs, model_dir, x_path = sys.argv[1:4]
+    site_dirs, model_dir, x_path, examples_dir = sys.argv[1:5]
     sys.path.extend(json.loads(site_dirs))
     try:
         import keras_margins  # noqa: F401
         raise SystemExit("keras_margins should not be importable here")
     except ImportError:
         print("serving process: keras_margins is not importable; using plain TensorFlow")
+    sys.path.insert(0, examples_dir)
+    import quiet  # noqa: F401 -- examples/quiet.py: TensorFlow without its start-up banners
     import numpy as np
     import tensorflow as tf
 
@@ -114,7 +118,8 @@ def main(argv=None):
     site_dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     subprocess.run(
-        [sys.executable, "-I", "-S", "-c", SERVE, json.dumps(site_dirs), saved, x_path],
+        [sys.executable, "-I", "-S", "-c", SERVE, json.dumps(site_dirs), saved, x_path,
+         os.path.dirname(os.path.abspath(__file__))],
         cwd=output,
         env=env,
         check=True,

@@ -23,8 +23,9 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import quiet  # noqa: E402,F401 -- before TensorFlow: no start-up banners
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -9,6 +9,7 @@ import glob
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
-SHARED_MODULES = {"common.py"}  # imported by the examples, not run
+SHARED_MODULES = {"common.py", "quiet.py"}  # imported by the examples, not run
 TIMEOUT_S = 300
 # The longest smoke runs (about a minute each on 2 cores): still run in CI, skipped by -m "not slow".
 SLOW = {"compare_heads.py", "export_and_serve.py"}
@@ -155,3 +156,45 @@ def test_example_smoke(script, tmp_path, glyph_cache):
     )
     assert "Traceback" not in proc.stderr
     CHECKS[script](str(out), proc.stdout)
+
+
+# Lines TensorFlow writes when nothing quiets it: absl/C++ log lines ("I0000 00:00:... port.cc"),
+# its Python logger, the pre-InitializeLog banner, GPU probing on a CPU machine, retracing notes.
+TF_NOISE = re.compile(
+    r"^[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING:tensorflow|WARNING: All log messages|cuInit"
+    r"|cuda drivers|oneDNN|cpu_feature_guard|retracing|TF-TRT|absl::",
+    flags=re.M,
+)
+
+
+@pytest.mark.slow
+def test_quickstart_on_a_fresh_machine_is_quiet_and_uses_matplotlib_fonts(tmp_path):
+    """The README's main command where pip installed everything: no system fonts, no Debian
+    datasets, an empty home and Keras cache. Font and data discovery point at an empty folder;
+    TensorFlow's log level is left to the script."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "KERAS_MARGINS"))}
+    env.update(HOME=str(tmp_path / "home"), KERAS_HOME=str(tmp_path / "keras"),
+               KERAS_MARGINS_FONT_DIRS=str(empty), KERAS_MARGINS_DATA_DIR=str(empty),
+               KERAS_MARGINS_CACHE=str(tmp_path / "cache"), MPLBACKEND="Agg",
+               KERAS_BACKEND="tensorflow")
+    out = tmp_path / "output"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "quickstart.py"), "--smoke", "--output", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = proc.stdout + proc.stderr
+    assert "data: glyphs, 16 fonts (matplotlib); training on 92 identities" in proc.stdout
+    assert "only matplotlib's" in proc.stdout and "Verdict:" in proc.stdout
+    assert re.search(r"^\[2/2\] arcface .* \d+ s; held-out verification accuracy", proc.stdout,
+                     flags=re.M)
+    assert not TF_NOISE.search(text), TF_NOISE.findall(text)
+    assert proc.stderr.strip() == "", proc.stderr[-2000:]
+    _check_quickstart(str(out), proc.stdout)
+    saved = _load_json(str(out), "results.json")
+    assert saved["font_set"] == "matplotlib" and len(saved["fonts"]) == 16
+    assert len(saved["held_out"]) == 40
+    for name in ("roc.png", "sphere.png"):
+        assert (out / name).stat().st_size > 10_000
