@@ -6,6 +6,7 @@ of identities that were never trained on.
 """
 
 import math
+import sys
 import time
 
 import keras
@@ -148,6 +149,8 @@ def load_fashion_open_set(train_samples, test_samples, seed=0, split_seed=1, all
     (x_test, y_test))`` where ``split`` is the full :class:`keras_margins.datasets.OpenSetSplit`.
     """
     data = km.datasets.load_fashion_mnist(allow_download=allow_download, download_timeout=10.0)
+    if data.source == "digits":
+        warn_fallback(data.info.get("fallback_reasons", {}), allow_download)
     split = data.open_set(num_held_out=3, seed=split_seed)
     rng = np.random.default_rng(seed)
     train = rng.permutation(len(split.y_train))[:train_samples]
@@ -158,6 +161,21 @@ def load_fashion_open_set(train_samples, test_samples, seed=0, split_seed=1, all
         (split.x_train[train], split.y_train[train]),
         (split.x_test[test], split.y_test[test]),
     )
+
+
+def warn_fallback(reasons, allow_download=True):
+    """Say loudly, on stdout and stderr, that Fashion-MNIST was not found and why."""
+    lines = ["Fashion-MNIST is NOT available: this run uses scikit-learn's 8x8 digits instead, "
+             "so its numbers are not Fashion-MNIST's."]
+    if not allow_download:
+        lines.append("  keras: not tried (no download in this mode)")
+    for source, reason in reasons.items():
+        lines.append(f"  {source}: {reason}")
+    lines.append("  To get it: run once with internet access (Keras downloads it to "
+                 "~/.keras/datasets), or `sudo apt-get install -y dataset-fashion-mnist`.")
+    banner = "\n".join(["!" * 78, *("!! " + line for line in lines), "!" * 78])
+    print(banner, flush=True)
+    print(banner, file=sys.stderr, flush=True)
 
 
 def load_small_fashion_open_set(smoke, seed, training="training on"):

@@ -198,3 +198,22 @@ def test_quickstart_on_a_fresh_machine_is_quiet_and_uses_matplotlib_fonts(tmp_pa
     assert len(saved["held_out"]) == 40
     for name in ("roc.png", "sphere.png"):
         assert (out / name).stat().st_size > 10_000
+
+
+def test_fashion_fallback_to_digits_says_why_loudly(monkeypatch, tmp_path, capsys):
+    """Without Keras's copy and the Debian package, the examples say they run on digits, and
+    why, on stdout and stderr."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("KERAS_MARGINS_DATA_DIR", str(empty))
+    monkeypatch.syspath_prepend(EXAMPLES)
+    import common
+
+    split, source, (x_train, _), _ = common.load_fashion_open_set(
+        100, 50, allow_download=False)
+    assert source == "digits" and x_train.shape[1:] == (8, 8, 1)
+    captured = capsys.readouterr()
+    for stream in (captured.out, captured.err):
+        assert "Fashion-MNIST is NOT available" in stream
+        assert f"debian: FileNotFoundError: '{empty / 'fashion-mnist'}' does not exist" in stream
+        assert "keras: not tried" in stream and "apt-get install -y dataset-fashion-mnist" in stream
