@@ -11,7 +11,7 @@ What it does:
    character is an identity, each font a sample; 92 characters train, 40 others are held out.
    It needs no download: the fonts that ship with matplotlib (DejaVu Sans, Serif and Mono and
    STIX, 16 faces) are enough, and the system's fonts, when there are any, are added (more
-   fonts, a harder benchmark; the font set is printed and saved);
+   type designs per identity; the font set is printed and saved);
 2. trains the same small CNN with each head (the two-input pattern: ``[images, labels] ->
    logits``), one progress line per head;
 3. evaluates open-set verification on the held-out identities with keras_margins' own protocol
@@ -72,8 +72,8 @@ def load_glyph_data(seed, smoke):
     held_out = [f"'{c}'" for c in split.test_names]
     note = None
     if split.info["font_set"] == "matplotlib":
-        note = ("fonts: only matplotlib's (no system fonts found); with more fonts the "
-                "benchmark gets harder: sudo apt-get install -y " + km.datasets.FONT_PACKAGES)
+        note = ("fonts: only matplotlib's (no system fonts found); for more type designs per "
+                "identity: sudo apt-get install -y " + km.datasets.FONT_PACKAGES)
     return (source, x_train, y_train, x_test, y_test, split.num_train_classes, held_out,
             {"font_set": split.info["font_set"], "fonts": fonts}, note)
 
