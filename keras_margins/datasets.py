@@ -5,7 +5,8 @@
   ``dataset-fashion-mnist``, else the digits; the result says which source was used.
 * :func:`open_set_split` -- "train on some classes, verify on unseen ones".
 * :func:`load_glyphs` -- an open-set benchmark with many identities: characters rendered from the
-  fonts installed on the machine (each character an identity, each font a sample), cached.
+  fonts matplotlib ships plus those installed on the machine (each character an identity, each
+  font a sample), cached.
 
 Images come back as float32 in ``[0, 1]`` with shape ``(N, H, W, 1)`` (or ``(N, H * W)`` with
 ``flat=True``); labels as int32.
@@ -30,7 +31,9 @@ __all__ = [
     "OpenSetSplit",
     "FASHION_MNIST_CLASSES",
     "GLYPH_CHARACTERS",
+    "bundled_font_dir",
     "find_fonts",
+    "font_set",
     "load_digits",
     "load_fashion_mnist",
     "load_glyphs",
@@ -729,7 +732,7 @@ def load_glyphs(
     cache_dir=None,
     use_cache=True,
 ):
-    """An open-set benchmark with many identities: characters rendered from installed fonts.
+    """An open-set benchmark with many identities: characters rendered from fonts.
 
     Each character is an identity and each font a "photo" of it: for every font that has a
     glyph for *all* the requested characters, every character is drawn ``samples_per_font``
@@ -737,7 +740,10 @@ def load_glyphs(
     5 degrees, scale within 6 %, shift up to 4 % of the side), rendered 4x larger and
     box-downsampled to ``image_size``. A font lacking a glyph is skipped: Pillow draws a
     missing character with the font's ``.notdef`` glyph, so a character whose rendering equals
-    that of code points no font maps (U+0378, U+10FFFD), or is blank, counts as missing.
+    that of code points no font maps (U+0378, U+10FFFD), or is blank, counts as missing. A
+    font that draws two of the characters identically (a fallback font such as LastResort) is
+    skipped too, and so is a second copy of a font already kept (same family and style;
+    matplotlib's copy is preferred).
     Identities are then split at random (seeded) into training and test identities, disjoint.
 
     The rendered arrays are cached as a compressed ``.npz`` in ``cache_dir`` (default: the
@@ -745,15 +751,18 @@ def load_glyphs(
     the rendering parameters and the list of candidate fonts (paths and sizes), so a second
     call renders nothing. The split is computed after loading and is not part of the key.
 
-    With the Debian packages ``fonts-dejavu-core fonts-noto-core fonts-urw-base35
-    fonts-liberation fonts-freefont-ttf`` this gives about a hundred fonts and the 132 default
-    characters (`GLYPH_CHARACTERS`). See ``docs/datasets.md`` for sizes and limits.
+    matplotlib's fonts alone (a machine without font packages) give 16 fonts for the 132
+    default characters (`GLYPH_CHARACTERS`): DejaVu Sans, Sans Mono and Serif and STIX General,
+    four faces each. The Debian packages ``fonts-dejavu-core fonts-noto-core fonts-urw-base35
+    fonts-liberation fonts-freefont-ttf`` add about 85 more. See ``docs/datasets.md`` for sizes
+    and limits.
 
     Args:
         characters: The identities, a string or sequence of distinct single characters.
             Defaults to ``None``: `GLYPH_CHARACTERS` (Latin letters and digits, plus the
             Greek and Cyrillic letters that do not look like one of those).
-        fonts: Font files to use. Defaults to ``None``: every font `find_fonts` lists.
+        fonts: Font files to use. Defaults to ``None``: every font `find_fonts` lists
+            (matplotlib's, and the system's or those of ``KERAS_MARGINS_FONT_DIRS``).
         image_size: Side of the square images, in pixels, ``>= 8``. Defaults to ``32``.
         samples_per_font: Samples per (character, font), ``>= 1``; must be ``1`` when
             ``augment=False`` (copies would be identical). Defaults to ``2``.
@@ -768,7 +777,9 @@ def load_glyphs(
 
     Returns:
         An `OpenSetSplit` with ``source="glyphs"``; ``train_names``/``test_names`` are the
-        characters, and ``info`` holds ``fonts`` (kept font paths), ``skipped_fonts``
+        characters, and ``info`` holds ``font_set`` (`font_set` of the kept fonts:
+        ``"matplotlib"``, ``"matplotlib+system"`` or ``"system"``), ``fonts`` (kept font
+        paths), ``skipped_fonts``
         (path -> reason), ``train_fonts``/``test_fonts`` (font index of each sample),
         ``from_cache``, ``cache_path`` and ``render_seconds``.
 
