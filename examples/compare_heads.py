@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import quiet  # noqa: E402,F401 -- before TensorFlow: no start-up banners
 
+# isort: split
+
 import numpy as np  # noqa: E402
 
 import keras_margins as km  # noqa: E402

@@ -36,7 +36,9 @@ import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
-import quiet  # noqa: F401 -- first: TensorFlow without its start-up banners
+import quiet  # noqa: E402,F401 -- first: TensorFlow without its start-up banners
+
+# isort: split
 
 import numpy as np  # noqa: E402
 

@@ -469,7 +469,9 @@ def open_set_split(x, y, num_held_out, seed=0, class_names=None):
 
 FONT_DIRS_ENV = "KERAS_MARGINS_FONT_DIRS"
 DATA_DIR_ENV = "KERAS_MARGINS_DATA_DIR"
-SYSTEM_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
+SYSTEM_FONT_DIRS = (
+    "/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts"
+)
 
 
 def bundled_font_dir():
