@@ -134,7 +134,8 @@ def train_method(
         sampler = km.PKSampler(y_train, p=p, k=max(2, batch_size // p), seed=seed)
         # Each epoch iterates the dataset again and draws new P x K batches.
         history = embed_model.fit(
-            sampler.dataset(x_train, y_train, num_batches=steps), epochs=epochs, verbose=verbose
+            sampler.dataset(x_train, y_train, num_batches=steps), epochs=epochs, verbose=verbose,
+            shuffle=False,  # the sampler draws the batches; Keras would warn it ignores shuffle
         )
     extras["history"] = history.history
     extras["train_seconds"] = time.perf_counter() - start

@@ -46,7 +46,7 @@ def load(dataset, seed, smoke):
                                             test_fraction=0.3)
         else:
             split = km.datasets.load_glyphs(seed=seed)
-        source = f"glyphs ({len(split.info.get('fonts', []))} fonts)"
+        source = f"glyphs, {len(split.info['fonts'])} fonts ({split.info['font_set']})"
         x_train, y_train, x_test, y_test = split.x_train, split.y_train, split.x_test, split.y_test
         rng = np.random.default_rng(seed)
         keep = rng.permutation(len(y_train))[: 1500 if smoke else 21000]
