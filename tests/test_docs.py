@@ -78,6 +78,11 @@ def test_mkdocs_site_builds_strictly(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").exists()
+    # The API pages are `:::` directives in the sources; built, they hold the docstrings.
+    api = (tmp_path / "site" / "api" / "datasets" / "index.html").read_text(encoding="utf-8")
+    assert keras_margins.datasets.read_idx.__doc__.splitlines()[0] in api
+    heads = (tmp_path / "site" / "api" / "heads" / "index.html").read_text(encoding="utf-8")
+    assert keras_margins.ArcFace.__doc__.strip().splitlines()[0] in heads
 
 
 if __name__ == "__main__":
