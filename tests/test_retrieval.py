@@ -1,6 +1,10 @@
 """Retrieval metrics and blocked k-NN search against brute-force NumPy."""
 
 import importlib.util
+import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,13 +18,36 @@ PALETTE = np.array(
 
 
 def ref_sim(q, g, metric):
+    """Float64 scores (higher = better) without BLAS: each entry is a correctly rounded
+    function of its two rows only (``math.fsum``), so equal rows give equal scores wherever
+    they sit, and exact ties in the data stay exact."""
     q = np.asarray(q, np.float64)
     g = np.asarray(g, np.float64)
+    out = np.empty((len(q), len(g)))
     if metric == "cosine":
-        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-        gn = g / np.linalg.norm(g, axis=1, keepdims=True)
-        return qn @ gn.T
-    return -np.sqrt(((q[:, None, :] - g[None, :, :]) ** 2).sum(-1))
+        gn = [math.sqrt(math.fsum(r)) for r in (g * g).tolist()]
+        for i, row in enumerate(q):
+            qn = math.sqrt(math.fsum((row * row).tolist()))
+            dots = [math.fsum(r) for r in (g * row).tolist()]
+            out[i] = [d / (qn * n) if qn * n > 0 else 0.0 for d, n in zip(dots, gn)]
+        return out
+    for i, row in enumerate(q):
+        diff = g - row
+        out[i] = [-math.sqrt(math.fsum(r)) for r in (diff * diff).tolist()]
+    return out
+
+
+def assert_valid_topk(idx, ref_scores, k, tol, exclude_self=False):
+    """``idx`` is a top-k of ``ref_scores`` (higher = better) up to near-ties within ``tol``:
+    a check that does not depend on how the last bits of the scores were rounded."""
+    assert idx.shape == (ref_scores.shape[0], k)
+    for i, row in enumerate(idx):
+        assert len(set(row.tolist())) == k
+        s = ref_scores[i].copy()
+        if exclude_self:
+            assert i not in row
+            s[i] = -np.inf
+        np.testing.assert_allclose(s[row], np.sort(s)[::-1][:k], atol=tol, rtol=0)
 
 
 def ref_knn(q, g, k, metric, exclude_self=False):
@@ -67,6 +94,77 @@ def test_nearest_neighbors_exclude_self_and_float32(rng):
     assert idx[3, 0] == 7 and idx[7, 0] == 3
     assert not np.any(idx == np.arange(50)[:, None])
     np.testing.assert_allclose(vals[3, 0], 1.0, atol=1e-6)
+
+
+def _issue12_gallery(dtype="float32", dim=8, distinct=4, n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(distinct, dim)).astype(dtype)[rng.integers(0, distinct, n)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("block", [256 * 2**20, 700, 1])
+def test_duplicate_gallery_rows_tie_by_index(dtype, metric, block):
+    # Issue 12: copies of a few Gaussian rows (not exactly representable dot products). Copies
+    # are exact ties, whatever column of a BLAS product they land in, so they come out in
+    # increasing index order; the reference computes every score from its two rows only.
+    x = _issue12_gallery(dtype)
+    ref = ref_sim(x, x, metric)
+    for k in (1, 2, 5, 23):
+        _, idx = km.nearest_neighbors(x, x, k=k, metric=metric, exclude_self=True,
+                                      max_block_bytes=block)
+        _, ridx = ref_knn(x, x, k, metric, exclude_self=True)
+        np.testing.assert_array_equal(idx, ridx)
+        assert_valid_topk(idx, ref, k, tol=1e-6, exclude_self=True)
+    q = _issue12_gallery(dtype, seed=0)[:7] * 3.0  # other scale, same directions
+    _, idx = km.nearest_neighbors(q, x, k=24, metric="cosine", max_block_bytes=block)
+    _, ridx = ref_knn(q, x, 24, "cosine")
+    np.testing.assert_array_equal(idx, ridx)
+    _, idx = km.nearest_neighbors(x, x, k=2, exclude_self=True)
+    assert idx[6].tolist() == [7, 8]  # the issue's example
+
+
+def test_duplicate_rows_negative_zero_and_constant_gallery():
+    # -0.0 and 0.0 are equal values: rows differing only there are copies of each other.
+    g = np.array([[1.0, 0.0], [0.5, 0.5], [1.0, -0.0], [2.0, 0.0], [1.0, 0.0]], "float32")
+    _, idx = km.nearest_neighbors(np.array([[1.0, 0.1]], "float32"), g, k=5)
+    # Rows 0, 2, 3, 4 are parallel to (1, 0): equal cosines (exact here: one non-zero term).
+    assert idx.tolist() == [[0, 2, 3, 4, 1]]
+    _, idx = km.nearest_neighbors(g[:1], g, k=4, metric="euclidean")
+    assert idx.tolist() == [[0, 2, 4, 1]]
+    # A constant gallery: one group of 300 copies.
+    g = np.full((300, 3), 0.25, "float32")
+    _, idx = km.nearest_neighbors(g, g, k=7, exclude_self=True, max_block_bytes=4000)
+    expected = [[j for j in range(300) if j != i][:7] for i in range(300)]
+    assert idx.tolist() == expected
+
+
+def test_duplicate_rows_tie_under_other_blas_kernels():
+    # OpenBLAS picks its kernels by CPU; OPENBLAS_CORETYPE forces other ones (Haswell and Zen
+    # round some columns of a float32 product differently from SkylakeX, as the AMD EPYC CI
+    # machine did). Same check as above in a fresh process for each kernel family.
+    code = (
+        "import numpy as np, keras_margins as km\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.normal(size=(4, 8)).astype('float32')[rng.integers(0, 4, 24)]\n"
+        "g = rng.choice([-1.0, 1.0], size=(3000, 8)).astype('float32')\n"
+        "out = [km.nearest_neighbors(x, x, k=5, exclude_self=True)[1].tolist(),\n"
+        "       km.nearest_neighbors(g[:6], g, k=15)[1].tolist()]\n"
+        "print(repr(out))\n"
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 8)).astype("float32")[rng.integers(0, 4, 24)]
+    g = rng.choice([-1.0, 1.0], size=(3000, 8)).astype("float32")
+    expected = [ref_knn(x, x, 5, "cosine", exclude_self=True)[1].tolist(),
+                ref_knn(g[:6], g, 15, "cosine")[1].tolist()]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for core in ("Haswell", "Zen"):
+        env = dict(os.environ, OPENBLAS_CORETYPE=core, PYTHONPATH=root,
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert eval(result.stdout.strip().splitlines()[-1]) == expected, core
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +419,8 @@ def test_nearest_neighbors_memory_stays_bounded(rng):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 6 * 2**20, peak
-    full = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
-        g / np.linalg.norm(g, axis=1, keepdims=True)
+    q64, g64 = q.astype(np.float64), g.astype(np.float64)
+    full = (q64 / np.linalg.norm(q64, axis=1, keepdims=True)) @ (
+        g64 / np.linalg.norm(g64, axis=1, keepdims=True)
     ).T
-    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1, kind="stable")[:, :5])
+    assert_valid_topk(idx, full, 5, tol=1e-6)

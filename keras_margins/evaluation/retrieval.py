@@ -11,8 +11,18 @@ Conventions shared by the whole ``keras_margins.evaluation`` package:
   L2-normalized first (a zero vector gets similarity 0 with everything).
 - ``metric="euclidean"`` scores pairs by Euclidean distance (lower = more similar). Thresholds
   and returned values are then distances.
-- Ties in similarity are broken by the smaller gallery index (a deterministic order); metrics
-  that count ranks (CMC, identification) count ties pessimistically, see their docstrings.
+- Scale: every row is first multiplied by a power of two (exact), its own for cosine and one
+  common to all rows for Euclidean, so results do not depend on the magnitude of the
+  embeddings anywhere in the float32/float64 range (no overflow of squared norms above ~1e19,
+  no norm floor below ~1e-6).
+- Non-finite embeddings (NaN or infinity) are a ``ValueError``: they have no rank.
+- Ties in similarity are broken by the smaller gallery index (a deterministic order).
+  Bit-identical gallery rows (``-0.0`` equal to ``0.0``) always tie exactly, on every CPU:
+  each distinct row is scored once. Distinct rows whose scores are mathematically equal tie
+  exactly when the arithmetic is exact (for example small integer entries); otherwise their
+  computed scores may differ in the last bit, depending on the BLAS kernel, and are ordered
+  by those. Metrics that count ranks (CMC, identification) count ties pessimistically, see
+  their docstrings.
 """
 
 import numpy as np
@@ -20,7 +30,6 @@ import numpy as np
 from keras_margins._validation import check_choice, check_float, check_int
 
 METRICS = ("cosine", "euclidean")
-_NORM_EPS = 1e-12
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,14 +89,76 @@ def _check_same_dim(name_a, a, name_b, b):
         )
 
 
-def _inverse_norms(x):
-    """``1 / |x_i|`` per row, in ``x``'s dtype, without a temporary copy of ``x``."""
-    norm = np.sqrt(np.einsum("ij,ij->i", x, x))
-    return (1.0 / np.maximum(norm, _NORM_EPS)).astype(x.dtype, copy=False)
+def _row_exponents(x):
+    """Per row, the power-of-two exponent ``e`` with ``max|x_i| in [2^(e-1), 2^e)`` (0 if zero)."""
+    return np.frexp(np.max(np.abs(x), axis=1))[1].astype(np.int64)
+
+
+def _global_exponent(*arrays):
+    """The power-of-two exponent of the largest magnitude in all ``arrays`` (0 if all zero)."""
+    largest = max(float(np.max(np.abs(a))) for a in arrays)
+    return int(np.frexp(largest)[1])
+
+
+def _scale_rows(x, exponents):
+    """``x_i * 2^-e_i``: exact (a power of two), in ``x``'s dtype, max-abs of each row < 1."""
+    return np.ldexp(x, -np.asarray(exponents)[..., None]).astype(x.dtype, copy=False)
+
+
+def _inverse_norms_of_scaled(xs):
+    """``1 / |x_i|`` of rows scaled by :func:`_scale_rows` (0 for a zero row)."""
+    norm = np.sqrt(np.einsum("ij,ij->i", xs, xs))
+    out = np.zeros_like(norm)
+    np.divide(1.0, norm, out=out, where=norm > 0)
+    return out.astype(xs.dtype, copy=False)
 
 
 def _normalize(x):
-    return x * _inverse_norms(x)[:, None]
+    """Rows divided by their L2 norm, for any magnitude (a zero row stays zero).
+
+    Each row is first multiplied by the power of two that brings its largest entry into
+    ``[0.5, 1)`` (exact), so the squared norm can neither overflow (rows above ~1e19 in float32,
+    ~1e154 in float64) nor lose precision to underflow or a norm floor (tiny rows).
+    """
+    xs = _scale_rows(x, _row_exponents(x))
+    return xs * _inverse_norms_of_scaled(xs)[:, None]
+
+
+def _duplicate_groups(x):
+    """Group the bit-identical rows of ``x`` (``-0.0`` counts as ``0.0``).
+
+    Returns ``None`` when every row is distinct (the common case, found with one integer hash
+    per row), else ``(first, inverse)``: the first row of each group, ascending, and the group
+    number of each row (groups numbered in the order of their first rows).
+    """
+    n, d = x.shape
+    utype = np.uint32 if x.dtype.itemsize == 4 else np.uint64
+    sign = utype(1) << utype(8 * x.dtype.itemsize - 1)
+    mult = np.random.default_rng(0x5EED).integers(0, 2**63, size=d, dtype=np.uint64) | 1
+    h = np.empty(n, dtype=np.uint64)
+    step = max(1, 2**20 // max(d, 1))
+    for r0 in range(0, n, step):
+        u = np.ascontiguousarray(x[r0:r0 + step]).view(utype)
+        u = np.where(u == sign, 0, u).astype(np.uint64)
+        h[r0:r0 + step] = np.sum(u * mult, axis=1, dtype=np.uint64)  # wraps modulo 2^64
+    order = np.argsort(h, kind="stable")
+    same_as_prev = h[order][1:] == h[order][:-1]
+    if not np.any(same_as_prev):
+        return None
+    candidate = np.zeros(n, dtype=bool)
+    candidate[order[1:][same_as_prev]] = True
+    candidate[order[:-1][same_as_prev]] = True
+    cand = np.flatnonzero(candidate)
+    rows = np.ascontiguousarray(x[cand])
+    rows = np.where(rows == 0, np.zeros((), rows.dtype), rows)  # -0.0 -> 0.0
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * d))).reshape(-1)
+    _, first_c, inv_c = np.unique(keys, return_index=True, return_inverse=True)
+    leader = np.arange(n)
+    leader[cand] = cand[first_c[inv_c.reshape(-1)]]
+    first = np.flatnonzero(leader == np.arange(n))
+    if first.size == n:
+        return None  # hash collisions only
+    return first, np.searchsorted(first, leader)
 
 
 def _common_dtype(a, b):
@@ -156,17 +227,6 @@ def _block_topk(block, k, col_offset):
     return _block_topk_partition(np.negative(block, out=block), k, col_offset)
 
 
-def _score_block(q, g, metric, g_sq=None):
-    """Scores where higher = better: cosine similarity, or minus the squared distance."""
-    prod = q @ g.T
-    if metric == "cosine":
-        return prod
-    # -||q - g||^2 up to the row constant ||q||^2, which does not change a row's ranking.
-    prod *= 2.0
-    prod -= g_sq[None, :]
-    return prod
-
-
 def _faiss_search(q, g, k, metric):  # pragma: no cover - exercised only where faiss exists
     import faiss
 
@@ -201,7 +261,8 @@ def nearest_neighbors(
 
     For each query ``q`` the gallery is ranked by cosine similarity ``q.g / (|q| |g|)``
     (``metric="cosine"``) or by Euclidean distance ``|q - g|`` (``metric="euclidean"``), best
-    first, ties going to the smaller gallery index. Scores are computed block by block and merged
+    first, ties going to the smaller gallery index (bit-identical gallery rows always tie, see
+    the module notes on ties). Scores are computed block by block and merged
     into a running top-k; a block and its temporaries (the scores, argpartition's indices and a
     comparison mask) take about ``max_block_bytes``, so memory stays
     ``O(max_block_bytes + num_queries * k)`` however large ``queries x gallery`` is. Scores
@@ -281,44 +342,118 @@ def nearest_neighbors(
                 indices = indices[keep].reshape(q.shape[0], k)
             return values, indices
 
-    # Cosine: rows of q are normalized block by block and the scores are scaled by 1/|g|, so
-    # no normalized copy of the gallery is ever made.
-    g_sq = np.einsum("ij,ij->i", g, g) if metric == "euclidean" else None
-    inv_q = _inverse_norms(q) if metric == "cosine" else None
-    inv_g = _inverse_norms(g) if metric == "cosine" else None
-    nq, ng = q.shape[0], g.shape[0]
+    # Scale invariance: cosine rows are multiplied by their own power of two, Euclidean rows by
+    # one common power of two (both exact), so no squared norm overflows or underflows.
+    if metric == "cosine":
+        e_q, e_g = _row_exponents(q), _row_exponents(g)
+    else:
+        common = _global_exponent(q, g)
+        e_q = np.full(q.shape[0], common, dtype=np.int64)
+        e_g = np.full(g.shape[0], common, dtype=np.int64)
+    # Bit-identical gallery rows must get bit-identical scores, but a BLAS product may round
+    # the same dot product differently in different columns. So each distinct row is scored
+    # once and its copies are expanded afterwards, in increasing index order.
+    groups = _duplicate_groups(g)
+    if groups is None:
+        g_search, e_search, k_search = g, e_g, k
+    else:
+        first, inverse = groups
+        g_search, e_search = g[first], e_g[first]
+        k_search = min(k + (1 if exclude_self else 0), first.size)
+    stat = _gallery_stats(g_search, e_search, metric)
+    nq, ng = q.shape[0], g_search.shape[0]
     rows, cols = _block_sizes(nq, ng, np.dtype(dtype).itemsize, max_block_bytes)
-    cols = max(cols, min(ng, k + 1))  # a block must be able to hold k candidates
+    cols = max(cols, min(ng, k_search + 1))  # a block must be able to hold k candidates
     out_scores = np.empty((nq, k), dtype=np.float64)
     out_indices = np.empty((nq, k), dtype=np.int64)
     for r0 in range(0, nq, rows):
         r1 = min(nq, r0 + rows)
         best_s = best_i = None
-        q_rows = q[r0:r1] * inv_q[r0:r1, None] if metric == "cosine" else q[r0:r1]
+        q_rows = _scale_rows(q[r0:r1], e_q[r0:r1])
+        inv_q = _inverse_norms_of_scaled(q_rows) if metric == "cosine" else None
         for c0 in range(0, ng, cols):
             c1 = min(ng, c0 + cols)
-            block = _score_block(q_rows, g[c0:c1], metric, None if g_sq is None else g_sq[c0:c1])
+            block = q_rows @ _scale_rows(g_search[c0:c1], e_search[c0:c1]).T
             if metric == "cosine":
-                block *= inv_g[None, c0:c1]
-            if exclude_self:
+                # Raw dot products scaled afterwards: equal dot products of rows with equal
+                # norms give exactly equal cosines.
+                block *= stat[None, c0:c1]
+                block *= inv_q[:, None]
+            else:
+                # -||q - g||^2 up to the row constant ||q||^2 (same ranking).
+                block *= 2.0
+                block -= stat[None, c0:c1]
+            if exclude_self and groups is None:
                 lo, hi = max(r0, c0), min(r1, c1)
                 if lo < hi:
                     diag = np.arange(lo, hi)
                     block[diag - r0, diag - c0] = -np.inf
-            s, i = _block_topk(block, min(k, c1 - c0), c0)
+            s, i = _block_topk(block, min(k_search, c1 - c0), c0)
             if best_s is None:
                 best_s, best_i = s, i
             else:
                 best_s, best_i = _sorted_topk(
-                    np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1), k
+                    np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1),
+                    k_search,
                 )
+        if groups is not None:
+            best_s, best_i = _expand_groups(
+                best_s, best_i, inverse, k, np.arange(r0, r1) if exclude_self else None,
+                max_block_bytes,
+            )
         if metric == "euclidean":
-            # Exact distances for the k winners (the ranking used 2 q.g - |g|^2).
-            diff = q[r0:r1, None, :].astype(np.float64) - g[best_i].astype(np.float64)
-            best_s = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+            # Exact distances for the k winners (the ranking used 2 q.g - |g|^2), computed on
+            # the scaled rows and scaled back.
+            diff = np.ldexp(q[r0:r1, None, :].astype(np.float64), -common) - np.ldexp(
+                g[best_i].astype(np.float64), -common
+            )
+            best_s = np.ldexp(np.sqrt(np.einsum("ijk,ijk->ij", diff, diff)), common)
         out_scores[r0:r1] = best_s
         out_indices[r0:r1] = best_i
     return out_scores, out_indices
+
+
+def _gallery_stats(g, exponents, metric):
+    """Per gallery row: the inverse norm (cosine) or squared norm (Euclidean) of the scaled row."""
+    out = np.empty(g.shape[0], dtype=g.dtype)
+    step = max(1, 2**20 // max(g.shape[1], 1))
+    for r0 in range(0, g.shape[0], step):
+        gs = _scale_rows(g[r0:r0 + step], exponents[r0:r0 + step])
+        if metric == "cosine":
+            out[r0:r0 + step] = _inverse_norms_of_scaled(gs)
+        else:
+            out[r0:r0 + step] = np.einsum("ij,ij->i", gs, gs)
+    return out
+
+
+def _expand_groups(best_s, best_u, inverse, k, self_rows, max_block_bytes):
+    """Top-k gallery indices from the top-k' groups of bit-identical rows.
+
+    Each group stands for its rows, which share its score; the winners are the best ``k`` of
+    the first ``k`` (``k + 1`` with ``exclude_self``) rows of each winning group, ordered by
+    score then index, leaving out each query's own index when ``self_rows`` is given.
+    """
+    counts = np.bincount(inverse)
+    members = np.argsort(inverse, kind="stable")  # rows grouped, ascending within a group
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    m = min(k + (0 if self_rows is None else 1), int(counts.max()))
+    rows, width = best_u.shape
+    chunk = max(1, max_block_bytes // (40 * width * m))
+    out_s = np.empty((rows, k), dtype=best_s.dtype)
+    out_i = np.empty((rows, k), dtype=np.int64)
+    j = np.arange(m)
+    for r0 in range(0, rows, chunk):
+        r1 = min(rows, r0 + chunk)
+        u = best_u[r0:r1]
+        c = counts[u][:, :, None]
+        idx = members[starts[u][:, :, None] + np.minimum(j, c - 1)]
+        valid = j < c
+        if self_rows is not None:
+            valid &= idx != self_rows[r0:r1, None, None]
+        scores = np.where(valid, best_s[r0:r1, :, None], -np.inf).reshape(r1 - r0, -1)
+        idx = np.where(valid, idx, inverse.size).reshape(r1 - r0, -1)
+        out_s[r0:r1], out_i[r0:r1] = _sorted_topk(scores, idx, k)
+    return out_s, out_i
 
 
 # --------------------------------------------------------------------------------------------
