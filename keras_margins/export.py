@@ -14,7 +14,11 @@ an artifact that runs without keras_margins, and even without Keras:
 
 Every writer refuses an existing non-empty output path unless ``overwrite=True`` and builds the
 artifact in a temporary location next to it, moving it into place only once it is complete, so
-a failed export leaves nothing behind. These exporters need the TensorFlow backend.
+a failed export leaves nothing behind. An export never removes anything but a previous output
+at ``path``: the current directory (``""``, ``"."``), any of its parents, a special file, a
+directory where a file is written (TFLite, ONNX) and a file where a directory is written
+(SavedModel) are a ``ValueError``, whatever ``overwrite`` says. These exporters need the
+TensorFlow backend.
 """
 
 import contextlib
@@ -271,6 +275,58 @@ def _embedding_model(model, inputs, features, normalize):
 
 
 # ---------------------------------------------------------------------------- atomic writes
+def _check_export_path(path, overwrite, kind):
+    """Refuse every output path whose replacement could remove what the export did not create.
+
+    ``kind`` is ``"directory"`` (SavedModel) or ``"file"`` (TFLite, ONNX). Returns the absolute
+    path. Raises ``ValueError`` for the current directory (``""``, ``"."``), any parent of it,
+    a filesystem root, an existing special file (socket, FIFO, device), an existing directory
+    where a file is written, or an existing file where a directory is written.
+    """
+    _check_bool("overwrite", overwrite)
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"`path` must be a string or path-like object. Received: path={path!r} of type "
+            f"{type(path).__name__}"
+        )
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise TypeError(f"`path` must be a string path. Received: path={path!r}")
+    absolute = os.path.abspath(raw)
+    parent = os.path.realpath(os.path.dirname(absolute))
+    name = os.path.basename(absolute)
+    resolved = os.path.join(parent, name) if name else parent
+    if not os.path.islink(absolute):
+        resolved = os.path.realpath(absolute)
+    cwd = os.path.realpath(os.getcwd())
+    if not name or os.path.commonpath([cwd, resolved]) == resolved:
+        raise ValueError(
+            f"`path` must not be the current directory or one of its parents (the export would "
+            f"replace it). Received: path={path!r}, which resolves to {resolved!r} (current "
+            f"directory: {cwd!r})"
+        )
+    if os.path.lexists(absolute) and not os.path.islink(absolute):
+        import stat
+
+        mode = os.lstat(absolute).st_mode
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise ValueError(
+                f"`path` must be a new path, a regular file or a directory. Received: "
+                f"path={path!r}, an existing special file"
+            )
+        if kind == "file" and stat.S_ISDIR(mode):
+            raise ValueError(
+                f"`path` is an existing directory, and this export writes a single file; it "
+                f"never replaces a directory. Received: path={path!r}"
+            )
+        if kind == "directory" and stat.S_ISREG(mode):
+            raise ValueError(
+                f"`path` is an existing file, and this export writes a directory; it never "
+                f"replaces a file. Received: path={path!r}"
+            )
+    return absolute
+
+
 def _check_target(path, overwrite):
     _check_bool("overwrite", overwrite)
     if os.path.isdir(path) and not os.path.islink(path):
@@ -287,9 +343,9 @@ def _check_target(path, overwrite):
 
 
 @contextlib.contextmanager
-def _staged_output(path, overwrite):
+def _staged_output(path, overwrite, kind):
     """Yield a temporary path; on success move it to ``path``, on failure remove everything."""
-    path = os.path.abspath(os.fspath(path))
+    path = _check_export_path(path, overwrite, kind)
     _check_target(path, overwrite)
     parent = os.path.dirname(path)
     created = []
@@ -430,7 +486,8 @@ def export_saved_model(model, path, normalize=True, top_k=None, head=None, overw
         The absolute output path (``str``).
 
     Raises:
-        ValueError: no identifiable embedding output, or a bad argument.
+        ValueError: no identifiable embedding output, a bad argument, or a ``path`` that is
+            the current directory, one of its parents, or an existing file or special file.
         FileExistsError: ``path`` exists, is not empty and ``overwrite=False``.
 
     Examples:
@@ -447,8 +504,9 @@ def export_saved_model(model, path, normalize=True, top_k=None, head=None, overw
         >>> served.signatures["classify"](images=tf.ones((2, 64)))["class_ids"].shape
         TensorShape([2, 3])
     """
+    _check_export_path(path, overwrite, "directory")
     _, specs, functions, trackables = _serving_functions(model, normalize, head, top_k)
-    with _staged_output(path, overwrite) as target:
+    with _staged_output(path, overwrite, "directory") as target:
         _write_saved_model(target, specs, functions, trackables)
     return os.path.abspath(os.fspath(path))
 
@@ -484,8 +542,9 @@ def export_tflite(model, path, normalize=True, head=None, overwrite=False, optim
     import tensorflow as tf
 
     _check_bool("optimize", optimize)
+    _check_export_path(path, overwrite, "file")
     _, specs, functions, trackables = _serving_functions(model, normalize, head, None)
-    with _staged_output(path, overwrite) as target:
+    with _staged_output(path, overwrite, "file") as target:
         scratch = tempfile.mkdtemp(prefix=".keras_margins_tflite-", dir=os.path.dirname(target))
         try:
             saved = os.path.join(scratch, "saved_model")
@@ -536,6 +595,7 @@ def export_onnx(model, path, normalize=True, head=None, overwrite=False, opset=N
     """
     if opset is not None:
         opset = check_int("opset", opset, minimum=7)
+    _check_export_path(path, overwrite, "file")
     _, specs, functions, _ = _serving_functions(model, normalize, head, None)
     try:
         import tf2onnx  # noqa: F401
@@ -545,7 +605,7 @@ def export_onnx(model, path, normalize=True, head=None, overwrite=False, opset=N
             f"ONNX export needs tf2onnx, which could not be imported: {error!r}. "
             "Install it with `pip install tf2onnx onnxruntime`."
         ) from error
-    with _staged_output(path, overwrite) as target:
+    with _staged_output(path, overwrite, "file") as target:
         tf2onnx.convert.from_function(
             functions["embed"], input_signature=specs, opset=opset, output_path=target
         )

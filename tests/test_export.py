@@ -487,3 +487,54 @@ def test_embedding_output_steps_over_package_pass_through_layers():
         embed = get_embedding_model(model)
         assert [t.name for t in embed.inputs] == ["pixels"]
         np.testing.assert_allclose(embed(images), expected, atol=1e-6, rtol=0)
+
+
+def _tree(folder):
+    return sorted(
+        os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs
+    )
+
+
+def test_export_never_replaces_the_working_directory_or_its_parents(tmp_path, monkeypatch):
+    # Issue 12: export_saved_model(model, "", overwrite=True) renamed the current directory
+    # aside and deleted it. Everything runs inside tmp_path, so even the old code could only
+    # delete the throwaway folder.
+    work = tmp_path / "project" / "notebooks"
+    work.mkdir(parents=True)
+    (work / "notes.txt").write_text("precious")
+    (tmp_path / "project" / "data.csv").write_text("precious")
+    monkeypatch.chdir(work)
+    backbone = _backbone()
+    before = _tree(tmp_path)
+    targets = ["", ".", "./", "..", "../..", str(work), str(tmp_path), os.sep,
+               os.path.join(str(work), "sub", "..")]
+    for target in targets:
+        for exporter in (export_saved_model, export_tflite, export_onnx):
+            with pytest.raises(ValueError, match="current directory or one of its parents"):
+                exporter(backbone, target, overwrite=True)
+    assert _tree(tmp_path) == before
+    with pytest.raises(TypeError, match="path"):
+        export_saved_model(backbone, None)
+
+    # A single-file export never replaces a directory, a directory export never a file.
+    (work / "m.tflite").mkdir()
+    (work / "m.tflite" / "keep.txt").write_text("precious")
+    (work / "model").write_text("precious")
+    for exporter, target in ((export_tflite, "m.tflite"), (export_onnx, "m.tflite"),
+                             (export_saved_model, "model")):
+        with pytest.raises(ValueError, match="never replaces"):
+            exporter(backbone, target, overwrite=True)
+    assert (work / "m.tflite" / "keep.txt").read_text() == "precious"
+    assert (work / "model").read_text() == "precious"
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(work / "pipe")
+        with pytest.raises(ValueError, match="special file"):
+            export_tflite(backbone, "pipe", overwrite=True)
+
+    # A relative path below the working directory is fine, and a symlink to the working
+    # directory is replaced as a link: its target is untouched.
+    out = export_tflite(backbone, os.path.join("exports", "embed.tflite"))
+    assert out == str(work / "exports" / "embed.tflite") and os.path.getsize(out) > 0
+    os.symlink(str(work), str(tmp_path / "link"))
+    export_tflite(backbone, str(tmp_path / "link"), overwrite=True)
+    assert os.path.isfile(tmp_path / "link") and (work / "notes.txt").read_text() == "precious"
