@@ -30,6 +30,7 @@ import keras
 
 from keras_margins._validation import check_int
 from keras_margins.heads.base import MarginHead
+from keras_margins.partial_fc import PartialFC
 
 __all__ = ["get_embedding_model", "export_saved_model", "export_tflite", "export_onnx"]
 
@@ -152,53 +153,140 @@ def _head_calls(model, head=None):
     return heads or calls
 
 
-def _locate(model, head=None):
-    """Find the embedding output: ``(inputs, embeddings, head_or_None)``."""
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a Keras model. Received: model={model!r}")
-    if head is not None and not isinstance(head, MarginHead):
-        raise ValueError(
-            "`head` must be a keras_margins margin head (a `MarginHead` such as `km.ArcFace`). "
-            f"Received: head={head!r}"
-        )
+def _is_classifier(layer):
+    """A layer holding class centres usable for the ``classify`` signature."""
+    return isinstance(layer, (MarginHead, PartialFC))
+
+
+def _functional_parts(model):
     try:
         inputs, outputs = list(model.inputs), list(model.outputs)
     except (AttributeError, ValueError):
-        inputs, outputs = [], []
+        return None
     if not inputs or not outputs:
+        return None
+    return inputs, outputs
+
+
+def _find_head(model, head=None, depth=0):
+    """The head call of ``model``, looking inside nested functional models too.
+
+    Returns ``None`` if there is none, else ``(features, label_tensors, layer)`` in the
+    coordinates of ``model``'s own graph: the embeddings tensor, the tensors the head's labels
+    come from, and the head (or other package layer) called on them.
+    """
+    calls = _head_calls(model, head)
+    if calls:
+        resolved = {}
+        for _, e, _ in calls:
+            t = _resolve_pass_through(e)
+            resolved[id(t)] = t
+        if len(resolved) > 1:
+            names = [layer.name for layer, _, _ in calls]
+            raise ValueError(
+                f"`model` contains several margin heads ({names}) fed by different embeddings; "
+                "pass the one to export from as `head=`."
+            )
+        layer, _, labels = calls[0]
+        return next(iter(resolved.values())), [labels], layer
+    if depth > 32:
+        return None
+    found = []
+    for node in _graph_nodes(model):
+        inner = node.operation
+        if not isinstance(inner, keras.Model) or inner is model:
+            continue
+        parts = _functional_parts(inner)
+        if parts is None:
+            continue
+        result = _find_head(inner, head, depth + 1)
+        if result is None:
+            continue
+        inner_inputs = parts[0]
+        outer_args = list(node.input_tensors)
+        if len(outer_args) != len(inner_inputs):
+            raise ValueError(
+                f"`model` contains a nested model {inner.name!r} with a margin head, called "
+                "in a way whose inputs cannot be matched to its own; cannot cut out the "
+                "embedding model. Pass the inner model itself."
+            )
+        features, labels, layer = result
+        position = {id(t): i for i, t in enumerate(inner_inputs)}
+        used = _input_ancestors(features, inner_inputs)
+        label_inputs = [t for lab in labels for t in _input_ancestors(lab, inner_inputs)]
+        if not used or any(id(t) in {id(u) for u in label_inputs} for t in used):
+            raise ValueError(
+                f"The embeddings fed to head {layer.name!r} depend on the labels input, so no "
+                "embedding model (images -> embeddings) can be cut out of `model`. Build the "
+                "model as `km.build_models` does: backbone(images) -> head([embeddings, labels])."
+            )
+        # The part of the nested model from its image input(s) to the embeddings, called on
+        # the outer model's tensors that feed those inputs.
+        sub = keras.Model(used[0] if len(used) == 1 else used, features,
+                          name=f"{inner.name}_embeddings")
+        args = [outer_args[position[id(t)]] for t in used]
+        outer_features = sub(args[0] if len(args) == 1 else args)
+        outer_labels = [outer_args[position[id(t)]] for t in label_inputs]
+        found.append((outer_features, outer_labels, layer))
+    if len(found) > 1:
+        names = [layer.name for _, _, layer in found]
+        raise ValueError(
+            f"`model` contains several nested models with margin heads ({names}); pass the "
+            "one to export from as `head=`, or the nested model itself."
+        )
+    return found[0] if found else None
+
+
+def _locate(model, head=None):
+    """Find the embedding output: ``(inputs, embeddings, classifier_or_None)``."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a Keras model. Received: model={model!r}")
+    if head is not None and not _is_classifier(head):
+        raise ValueError(
+            "`head` must be a keras_margins margin head (a `MarginHead` such as `km.ArcFace`) "
+            f"or a `km.PartialFC` layer. Received: head={head!r}"
+        )
+    parts = _functional_parts(model)
+    if parts is None:
         raise ValueError(
             "Cannot find the embedding output of a model without a functional graph: `model` "
             "must be a functional or Sequential Keras model with defined inputs (for example "
             "the training or embedding model of `km.build_models`). "
             f"Received: model={model.name!r} (no symbolic inputs/outputs)"
         )
+    inputs, outputs = parts
 
-    calls = _head_calls(model, head)
-    if calls:
-        embeddings = {id(_resolve_pass_through(e)): _resolve_pass_through(e) for _, e, _ in calls}
-        if len(embeddings) > 1:
-            names = [layer.name for layer, _, _ in calls]
-            raise ValueError(
-                f"`model` contains several margin heads ({names}) fed by different embeddings; "
-                "pass the one to export from as `head=`."
-            )
-        features = next(iter(embeddings.values()))
-        layer, _, labels = calls[0]
+    result = _find_head(model, head)
+    if result is not None:
+        features, labels, layer = result
         used = _input_ancestors(features, inputs)
-        label_inputs = {id(t) for t in _input_ancestors(labels, inputs)}
+        label_inputs = {id(t) for lab in labels for t in _input_ancestors(lab, inputs)}
         if not used or any(id(t) in label_inputs for t in used):
             raise ValueError(
                 f"The embeddings fed to head {layer.name!r} depend on the labels input, so no "
                 "embedding model (images -> embeddings) can be cut out of `model`. Build the "
                 "model as `km.build_models` does: backbone(images) -> head([embeddings, labels])."
             )
-        return used, features, (layer if isinstance(layer, MarginHead) else None)
+        return used, features, (layer if _is_classifier(layer) else None)
 
-    if head is not None and any(node.operation is head for node in _graph_nodes(model)):
-        raise ValueError(
-            f"Head {head.name!r} is in `model` but is not called as `head([embeddings, labels])`"
-            "; cannot tell which tensor holds the embeddings."
-        )
+    if head is not None:
+        if any(node.operation is head for node in _graph_nodes(model)):
+            raise ValueError(
+                f"Head {head.name!r} is in `model` but is not called as "
+                "`head([embeddings, labels])`; cannot tell which tensor holds the embeddings."
+            )
+        other = _find_head(model)
+        if other is not None:
+            hint = (
+                " For a Partial FC model pass the PartialFC layer itself (`head=pfc`), not "
+                "`pfc.to_head()`, which is a copy."
+                if isinstance(other[2], PartialFC) else ""
+            )
+            raise ValueError(
+                f"`head` {head.name!r} is not in `model`, which is a training model with its own "
+                f"head {other[2].name!r}: pass that head, or no `head` at all.{hint} "
+                f"Received: head={head!r}"
+            )
     # No head in the graph: `model` itself must be a backbone / embedding model.
     if len(outputs) != 1 or len(outputs[0].shape) != 2:
         shapes = [tuple(t.shape) for t in outputs]
@@ -228,11 +316,12 @@ def _locate(model, head=None):
 def get_embedding_model(model, normalize=True, head=None):
     """The Keras embedding model ``images -> float32 embeddings`` of a (training) model.
 
-    If ``model`` contains a keras_margins head called as ``head([embeddings, labels])`` (the
-    training model of :func:`keras_margins.build_models`, or any functional model built that
-    way), the embedding output is the head's ``embeddings`` input, stepping over keras_margins
-    layers that pass embeddings through (center loss). Otherwise ``model`` must be a backbone
-    with a single output of shape ``(batch_size, embedding_dim)``.
+    If ``model`` contains a keras_margins head (or ``PartialFC`` layer) called as
+    ``head([embeddings, labels])`` (the training model of :func:`keras_margins.build_models`, or
+    any functional model built that way, also nested inside other functional models), the
+    embedding output is the head's ``embeddings`` input, stepping over keras_margins layers that
+    pass embeddings through (center loss). Otherwise ``model`` must be a backbone with a single
+    output of shape ``(batch_size, embedding_dim)``.
 
     The output is cast to float32 (also for mixed-precision models) and, with
     ``normalize=True``, L2-normalized: ``e = x / max(||x||, 1e-12)`` computed in float32.
@@ -242,8 +331,10 @@ def get_embedding_model(model, normalize=True, head=None):
         model: A functional or Sequential Keras model: a training model with a margin head, an
             embedding model, or a backbone.
         normalize: L2-normalize the embeddings. Defaults to ``True``.
-        head: Optional margin head; needed only when ``model`` has several heads fed by
-            different embeddings. Defaults to ``None``.
+        head: Optional margin head or ``PartialFC`` layer of ``model``; needed only when
+            ``model`` has several heads fed by different embeddings. A head that is not in a
+            training model (for example ``pfc.to_head()``, a copy) is a ``ValueError``.
+            Defaults to ``None``.
 
     Returns:
         A ``keras.Model`` from the image input(s) to float32 embeddings ``(B, D)``.
@@ -435,8 +526,13 @@ def _serving_functions(model, normalize, head, top_k):
         @tf.function(input_signature=specs)
         def classify(*images):
             emb = _run(images)
-            # MarginHead.cosine: float32 cosines, max over each class's sub-centres.
-            cos = tf.cast(head.cosine(emb), tf.float32)
+            # MarginHead.cosine: float32 cosines, max over each class's sub-centres; a
+            # PartialFC layer holds the centres one per row for its wrapped head.
+            if isinstance(head, PartialFC):
+                cos = head.head.cosine(emb, kernel=head.kernel, kernel_transposed=True)
+            else:
+                cos = head.cosine(emb)
+            cos = tf.cast(cos, tf.float32)
             values, ids = tf.math.top_k(cos, k=k, sorted=True)
             return {"class_ids": tf.cast(ids, tf.int32), "cosines": values}
 
@@ -478,8 +574,11 @@ def export_saved_model(model, path, normalize=True, top_k=None, head=None, overw
         normalize: L2-normalize the embeddings (in float32). Defaults to ``True``.
         top_k: If set, add the ``classify`` signature returning the top ``top_k`` classes;
             must be in ``[1, num_classes]``. Defaults to ``None`` (no classification).
-        head: Optional margin head: selects the head when ``model`` has several, and gives
-            the class centres when ``model`` is a backbone. Defaults to ``None``.
+        head: Optional margin head or ``PartialFC`` layer: selects the head when ``model``
+            has several, and gives the class centres when ``model`` is a backbone. For a
+            training model it must be one of its own heads (``ValueError`` otherwise); a
+            Partial FC model classifies with the PartialFC layer's centres (found
+            automatically, or ``head=pfc``). Defaults to ``None``.
         overwrite: Replace an existing non-empty ``path``. Defaults to ``False``.
 
     Returns:

@@ -538,3 +538,95 @@ def test_export_never_replaces_the_working_directory_or_its_parents(tmp_path, mo
     os.symlink(str(work), str(tmp_path / "link"))
     export_tflite(backbone, str(tmp_path / "link"), overwrite=True)
     assert os.path.isfile(tmp_path / "link") and (work / "notes.txt").read_text() == "precious"
+
+
+def _np_topk_check(cosines_ref, class_ids, cosines, k, tol=1e-5):
+    """Returned classes are a top-k of the float64 reference cosines (up to near-ties)."""
+    for ref, ids, got in zip(cosines_ref, class_ids, cosines):
+        np.testing.assert_allclose(ref[ids], np.sort(ref)[::-1][:k], atol=tol, rtol=0)
+        np.testing.assert_allclose(got, ref[ids], atol=tol, rtol=0)
+
+
+def test_head_not_in_model_raises_and_partial_fc_classifies(tmp_path):
+    # Issue 12: head=pfc.to_head() (a copy, not in the model) exported [images, labels] ->
+    # logits as "embeddings": an 8-dim backbone with 8 classes passed the shape check.
+    images = load_digits_split()[1][:12]
+    x = keras.Input((64,), name="pixels")
+    labels = keras.Input((), dtype="int32", name="labels")
+    dense = keras.layers.Dense(8)
+    pfc = km.PartialFC(km.ArcFace(num_classes=8), sample_rate=0.5, seed=0)
+    model = keras.Model([x, labels], pfc([dense(x), labels]))
+    stranger = pfc.to_head()
+    for call in (
+        lambda: get_embedding_model(model, head=stranger),
+        lambda: export_saved_model(model, str(tmp_path / "a"), head=stranger, top_k=2),
+        lambda: export_tflite(model, str(tmp_path / "a.tflite"), head=stranger),
+    ):
+        with pytest.raises(ValueError, match="not in `model`.*head=pfc"):
+            call()
+    arc_model, _ = km.build_models(_backbone(), km.ArcFace(num_classes=5))
+    with pytest.raises(ValueError, match="not in `model`"):
+        get_embedding_model(arc_model, head=km.ArcFace(num_classes=5))
+    assert _listing(tmp_path) == []
+
+    # The supported route: the PartialFC layer itself (found automatically, or as head=).
+    features = keras.ops.convert_to_numpy(dense(images)).astype(np.float64)
+    expected = _np_embeddings(features)
+    centres = keras.ops.convert_to_numpy(pfc.kernel).astype(np.float64)
+    ref_cos = expected @ (centres / np.linalg.norm(centres, axis=1, keepdims=True)).T
+    for head in (None, pfc):
+        embed = get_embedding_model(model, head=head)
+        assert [t.name for t in embed.inputs] == ["pixels"]
+        np.testing.assert_allclose(embed(images), expected, atol=1e-6, rtol=0)
+    out = export_saved_model(model, str(tmp_path / "pfc"), top_k=3)
+    served = tf.saved_model.load(out)
+    result = served.signatures["classify"](images=tf.constant(images))
+    _np_topk_check(ref_cos, result["class_ids"].numpy(), result["cosines"].numpy(), 3)
+    out = export_saved_model(model, str(tmp_path / "pfc2"), top_k=8, head=pfc)
+    result = tf.saved_model.load(out).signatures["classify"](images=tf.constant(images))
+    _np_topk_check(ref_cos, result["class_ids"].numpy(), result["cosines"].numpy(), 8)
+
+
+def test_training_model_nested_in_another_model(tmp_path):
+    # Issue 12: outer = keras.Model([img, lab], train_model([img, lab])) exported
+    # [img, lab] -> softmax as embeddings and serving_default(lab, img).
+    images = load_digits_split()[1][:10]
+    backbone = _backbone()
+    head = km.ArcFace(num_classes=NUM_CLASSES)
+    train_model, _ = km.build_models(backbone, head)
+    img = keras.Input((64,), name="outer_images")
+    lab = keras.Input((), dtype="int32", name="outer_labels")
+    probs = keras.layers.Activation("softmax")(train_model([img, lab]))
+    outer = keras.Model([img, lab], probs)
+    # Twice nested, with preprocessing on the outer image input.
+    img2 = keras.Input((64,), name="raw")
+    lab2 = keras.Input((), dtype="int32", name="lab2")
+    outer2 = keras.Model([img2, lab2], outer([keras.layers.Rescaling(2.0)(img2), lab2]))
+    expected = _np_embeddings(keras.ops.convert_to_numpy(backbone(images)))
+    expected2 = _np_embeddings(keras.ops.convert_to_numpy(backbone(2.0 * images)))
+    for model, want, name in ((outer, expected, "outer_images"), (outer2, expected2, "raw")):
+        embed = get_embedding_model(model)
+        assert [t.name for t in embed.inputs] == [name]
+        np.testing.assert_allclose(embed(images), want, atol=1e-6, rtol=0)
+        out = export_saved_model(model, str(tmp_path / name), top_k=2)
+        served = tf.saved_model.load(out)
+        signature = served.signatures["serving_default"]
+        assert list(signature.structured_input_signature[1]) == ["images"]
+        emb = signature(images=tf.constant(images))["embeddings"].numpy()
+        np.testing.assert_allclose(emb, want, atol=1e-5, rtol=0)
+        centres = keras.ops.convert_to_numpy(head.kernel).astype(np.float64)
+        ref_cos = want @ (centres / np.linalg.norm(centres, axis=0, keepdims=True))
+        result = served.signatures["classify"](images=tf.constant(images))
+        _np_topk_check(ref_cos, result["class_ids"].numpy(), result["cosines"].numpy(), 2)
+
+    # A nested model whose embeddings depend on the labels still cannot be served.
+    x = keras.Input((8,))
+    y = keras.Input((), dtype="int32")
+    mixed = keras.layers.Concatenate()(
+        [keras.layers.Dense(4)(x), keras.ops.cast(keras.ops.expand_dims(y, -1), "float32")]
+    )
+    leaky = keras.Model([x, y], km.ArcFace(num_classes=3)([mixed, y]))
+    a = keras.Input((8,))
+    b = keras.Input((), dtype="int32")
+    with pytest.raises(ValueError, match="depend on the labels"):
+        get_embedding_model(keras.Model([a, b], leaky([a, b])))
