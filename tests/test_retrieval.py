@@ -424,3 +424,79 @@ def test_nearest_neighbors_memory_stays_bounded(rng):
         g64 / np.linalg.norm(g64, axis=1, keepdims=True)
     ).T
     assert_valid_topk(idx, full, 5, tol=1e-6)
+
+def ref_map5(q, ql, g, gl, metric, self_search, new_label=None, new_threshold=None):
+    """Kaggle MAP@5 from the whole ranked gallery (brute force, float64, from the definition:
+    read neighbours best first, keep each label the first time it appears, insert the new
+    label at the first neighbour beyond the threshold, or last if none is)."""
+    s = ref_sim(q, g, metric)
+    total = 0.0
+    for i in range(len(q)):
+        order = sorted((j for j in range(len(g)) if not (self_search and j == i)),
+                       key=lambda j: (-s[i, j], j))
+        labels_present = {gl[j] for j in order}
+        truth = ql[i] if ql[i] in labels_present else new_label
+        preds, inserted = [], new_threshold is None
+        for j in order:
+            v = s[i, j] if metric == "cosine" else -s[i, j]
+            if not inserted and (v < new_threshold if metric == "cosine" else v > new_threshold):
+                preds.append(new_label)
+                inserted = True
+            if gl[j] not in preds:
+                preds.append(gl[j])
+        if not inserted:
+            preds.append(new_label)
+        preds = preds[:5]
+        if truth in preds:
+            total += 1.0 / (preds.index(truth) + 1)
+    return total / len(q)
+
+
+def test_map5_reads_past_the_first_neighbours():
+    # Issue 12: 20 gallery items of label 0 around (1, 0), then one of label 1: the query of
+    # label 1 finds its label at neighbour 21, the second distinct label (score 1/2). The old
+    # search depth max(ks, 5, R) = 5 saw only label 0 (score 0).
+    angles = np.linspace(0.0, 0.1, 20)
+    g = np.concatenate([np.stack([np.cos(angles), np.sin(angles)], 1), [[0.0, 1.0]]])
+    gl = np.array([0] * 20 + [1])
+    q = np.array([[np.cos(0.2), np.sin(0.2)]])
+    out = km.retrieval_metrics(q, [1], g, gl, ks=(1,))
+    assert out["map@5"] == pytest.approx(0.5) == pytest.approx(ref_map5(q, [1], g, gl,
+                                                                        "cosine", False))
+    # With a threshold between neighbours 20 and 21 the new individual comes second and the
+    # true label third (the old code put "new" second and never found label 1).
+    out = km.retrieval_metrics(q, [1], g, gl, ks=(1,), new_label=-1, new_threshold=0.5)
+    assert out["map@5"] == pytest.approx(1 / 3)
+    out = km.retrieval_metrics(q, [7], g, gl, ks=(1,), new_label=-1, new_threshold=0.5)
+    assert out["map@5"] == pytest.approx(1 / 2)  # a newcomer: "new" is the second guess
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("self_search", [True, False])
+def test_map5_matches_full_list_reference(rng, metric, self_search):
+    # Few labels, many items each: five distinct labels often lie far down the list.
+    centres = rng.normal(size=(7, 3))
+    gl = rng.choice(7, size=90, p=[0.6, 0.2, 0.1, 0.04, 0.03, 0.02, 0.01])
+    g = centres[gl] + 0.5 * rng.normal(size=(90, 3))
+    ql = rng.integers(0, 9, 25)  # labels 7 and 8 are newcomers
+    q = np.concatenate([centres, rng.normal(size=(2, 3))])[ql] + 0.5 * rng.normal(size=(25, 3))
+    if self_search:
+        q, ql, g, gl = g, gl, None, None
+        qq, qql = q, ql
+    else:
+        qq, qql = g, gl
+    thresholds = (None, 0.3, 0.8) if metric == "cosine" else (None, 0.5, 1.5)
+    for t in thresholds:
+        kwargs = {} if t is None else {"new_label": -1, "new_threshold": t}
+        out = km.retrieval_metrics(q, ql, g, gl, ks=(1,), metric=metric,
+                                   max_block_bytes=3000, **kwargs)
+        ref = ref_map5(q, ql, qq, qql, metric, self_search, kwargs.get("new_label"), t)
+        assert out["map@5"] == pytest.approx(ref, abs=1e-12)
+        # ... and agrees with predict_labels + map_at_k on the full neighbour list.
+        n = len(qq) - (1 if self_search else 0)
+        values, idx = km.nearest_neighbors(q, qq, k=n, metric=metric, exclude_self=self_search)
+        preds = km.predict_labels(values, np.asarray(qql)[idx], k=5, metric=metric, **kwargs)
+        present = [lab if np.sum(np.asarray(qql) == lab) > (1 if self_search else 0) else
+                   kwargs.get("new_label") for lab in np.asarray(ql).tolist()]
+        assert out["map@5"] == pytest.approx(km.map_at_k(np.array(present, dtype=object),
+                                                         preds, k=5), abs=1e-12)

@@ -606,7 +606,13 @@ def predict_labels(neighbor_values, neighbor_labels, k=5, new_label=None, new_th
         new_threshold = check_float("new_threshold", new_threshold)
         if new_label is None:
             raise ValueError("`new_label` is required with `new_threshold`. Received: None")
-    out = []
+    return _predict_rows(values, labels, k, new_label, new_threshold, metric)[0]
+
+
+def _predict_rows(values, labels, k, new_label, new_threshold, metric):
+    """:func:`predict_labels` plus, per query, whether its ``k`` labels were all found before
+    the neighbour list ran out (then a longer list gives the same prediction)."""
+    out, complete = [], []
     for vals, labs in zip(values, labels):
         pred = []
         inserted = new_threshold is None
@@ -621,10 +627,11 @@ def predict_labels(neighbor_values, neighbor_labels, k=5, new_label=None, new_th
             lab = lab.item() if hasattr(lab, "item") else lab
             if lab not in pred:
                 pred.append(lab)
+        complete.append(len(pred) == k)
         if not inserted and len(pred) < k:
             pred.append(new_label)
         out.append(pred)
-    return out
+    return out, complete
 
 
 def map_at_k(query_labels, predicted_labels, k=5):
@@ -718,7 +725,10 @@ def retrieval_metrics(
     Without a gallery the query set is searched against itself, leaving each query out
     (``exclude_self``). ``R`` for MAP@R is the number of gallery items sharing the query's
     label; queries whose label is absent from the gallery count as misses for precision and
-    recall, are skipped by MAP@R, and score only through ``new_label`` in MAP@5.
+    recall, are skipped by MAP@R, and score only through ``new_label`` in MAP@5. MAP@5 reads
+    each query's ranked gallery as far as needed to find five distinct labels (the search is
+    deepened for those queries), so it equals :func:`predict_labels` + :func:`map_at_k` on the
+    full neighbour list.
 
     Args:
         query_embeddings: ``(num_queries, D)``.
@@ -776,8 +786,34 @@ def retrieval_metrics(
         out["map@r"] = float("nan")
     truth = [lab if count_of.get(lab, 0) - (1 if self_search else 0) > 0 else new_label
              for lab in ql.tolist()]
-    preds = predict_labels(values, nl, k=5, new_label=new_label, new_threshold=new_threshold,
-                           metric=metric)
+    if new_threshold is not None:
+        new_threshold = check_float("new_threshold", new_threshold)
+        if new_label is None:
+            raise ValueError("`new_label` is required with `new_threshold`. Received: None")
+    preds, complete = _predict_rows(values, nl, 5, new_label, new_threshold, metric)
+    # MAP@5 reads neighbours until five distinct labels are found, which may be far beyond
+    # `depth` (many neighbours sharing a label): search deeper for those queries only.
+    pending = np.flatnonzero(~np.asarray(complete))
+    d = depth
+    while pending.size and d < available:
+        d = min(available, 2 * d)
+        if self_search:
+            # The queries are a subset of the gallery: search one more and drop the query itself
+            # (or, if it is not among them, the last neighbour), as exclude_self does.
+            kk = min(d + 1, g.shape[0])
+            v, i = nearest_neighbors(q[pending], g, k=kk, metric=metric,
+                                     max_block_bytes=max_block_bytes, backend=backend)
+            keep = i != pending[:, None]
+            keep[np.all(keep, axis=1), -1] = False
+            v = v[keep].reshape(pending.size, kk - 1)[:, :d]
+            i = i[keep].reshape(pending.size, kk - 1)[:, :d]
+        else:
+            v, i = nearest_neighbors(q[pending], g, k=d, metric=metric,
+                                     max_block_bytes=max_block_bytes, backend=backend)
+        more, done = _predict_rows(v, gl[i], 5, new_label, new_threshold, metric)
+        for row, pred in zip(pending.tolist(), more):
+            preds[row] = pred
+        pending = pending[~np.asarray(done)]
     out["map@5"] = map_at_k(np.array(truth, dtype=object), preds, k=5)
     return out
 
