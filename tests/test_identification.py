@@ -149,3 +149,38 @@ def test_errors(rng):
         km.rank1_with_distractors(p, pl, g, gl, g[:3], num_distractors=(10,))
     with pytest.raises(ValueError, match="metric"):
         km.cmc_curve(p, pl, g, gl, metric="dot")
+
+
+@pytest.mark.parametrize("scale", [2.0**-900, 1e-30, 1e30, 1e160, 2.0**1000])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_any_magnitude_gives_the_unscaled_ranks(rng, metric, scale):
+    # Issue 12: at 1e160 Euclidean scores overflowed (inf - inf) and every probe got a
+    # "perfect" rank 1.
+    p, pl, g, gl = make_split(rng)
+    d = rng.normal(size=(30, 6)) * 1.5
+    expected = ref_ranks(p, pl, g, gl, metric)
+    np.testing.assert_array_equal(
+        km.identification_ranks(p * scale, pl, g * scale, gl, metric=metric), expected
+    )
+    want = km.rank1_with_distractors(p, pl, g, gl, d, num_distractors=(0, 10, 30),
+                                     metric=metric)
+    got = km.rank1_with_distractors(p * scale, pl, g * scale, gl, d * scale,
+                                    num_distractors=(0, 10, 30), metric=metric)
+    assert got == want
+    keep = gl < 8
+    want = km.dir_at_far(p, pl, g[keep], gl[keep], far_targets=(0.5, 0.1), metric=metric)
+    got = km.dir_at_far(p * scale, pl, g[keep] * scale, gl[keep], far_targets=(0.5, 0.1),
+                        metric=metric)
+    assert got["dir"] == want["dir"]
+    unit = 1.0 if metric == "cosine" else scale
+    for f, t in want["threshold"].items():
+        assert got["threshold"][f] / unit == pytest.approx(t, rel=1e-9)
+
+
+def test_duplicate_gallery_rows_tie_exactly():
+    # The same sample enrolled under two identities ties exactly: counted against the probe.
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(3, 8))[[0, 1, 2, 0, 1, 2, 0]]
+    gl = np.arange(7)
+    ranks = km.identification_ranks(g, gl, g, gl)
+    np.testing.assert_array_equal(ranks, [3, 2, 2, 3, 2, 2, 3])

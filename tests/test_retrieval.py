@@ -500,3 +500,73 @@ def test_map5_matches_full_list_reference(rng, metric, self_search):
                    kwargs.get("new_label") for lab in np.asarray(ql).tolist()]
         assert out["map@5"] == pytest.approx(km.map_at_k(np.array(present, dtype=object),
                                                          preds, k=5), abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Magnitude of the embeddings and NaN
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype, scales",
+    [("float32", [2.0**-100, 2.0**-60, 1e-20, 1e20, 2.0**70, 2.0**100]),
+     ("float64", [2.0**-1000, 1e-200, 1e160, 2.0**530, 2.0**1000])],
+)
+def test_results_do_not_depend_on_the_magnitude(rng, dtype, scales):
+    # Issue 12: above ~1e19 (float32) the squared norms overflowed (cosines 0, wrong
+    # neighbours), below ~1e-6 a 1e-12 norm floor shrank the cosines. Every scale must give the
+    # unscaled answer; powers of two scale exactly, other factors within rounding.
+    x = rng.normal(size=(40, 6))
+    labels = rng.integers(0, 5, 40)
+    base = x.astype(dtype)
+    want = {}
+    for metric in ("cosine", "euclidean"):
+        ref = ref_sim(base, base, metric)
+        want[metric] = km.nearest_neighbors(base, base, k=5, metric=metric, exclude_self=True)
+        assert_valid_topk(want[metric][1], ref, 5, tol=1e-5, exclude_self=True)
+    f1_cos = km.match_f1(base, labels, threshold=0.4)
+    f1_euc = km.match_f1(base, labels, threshold=1.7, metric="euclidean")
+    sweep = km.match_f1_sweep(base, labels, metric="euclidean")
+    metrics = km.retrieval_metrics(base, labels, ks=(1, 5))
+    for scale in scales:
+        xs = (base * scale).astype(dtype)
+        exact = np.log2(scale).is_integer()
+        for metric in ("cosine", "euclidean"):
+            values, idx = km.nearest_neighbors(xs, xs, k=5, metric=metric, exclude_self=True)
+            unit = 1.0 if metric == "cosine" else scale
+            np.testing.assert_allclose(values / unit, want[metric][0], rtol=1e-5, atol=1e-6)
+            if exact:
+                np.testing.assert_array_equal(idx, want[metric][1])
+            else:
+                assert_valid_topk(idx, ref_sim(base, base, metric), 5, tol=1e-5,
+                                  exclude_self=True)
+        if exact:
+            assert km.match_f1(xs, labels, threshold=0.4) == f1_cos
+            assert km.match_f1(xs, labels, threshold=1.7 * scale, metric="euclidean") == f1_euc
+            out = km.match_f1_sweep(xs, labels, metric="euclidean")
+            np.testing.assert_array_equal(out["f1"], sweep["f1"])
+            np.testing.assert_allclose(out["thresholds"] / scale, sweep["thresholds"],
+                                       rtol=1e-12)
+            assert km.retrieval_metrics(xs, labels, ks=(1, 5)) == metrics
+
+
+def test_nan_or_infinite_embeddings_are_a_value_error(rng):
+    # NaN embeddings have no rank: every entry point names the argument instead of returning
+    # plausible numbers.
+    x = rng.normal(size=(8, 3))
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    for bad_value in (np.nan, np.inf):
+        bad = x.copy()
+        bad[3, 1] = bad_value
+        with pytest.raises(ValueError, match="`queries` must contain only finite"):
+            km.nearest_neighbors(bad, x, k=1)
+        with pytest.raises(ValueError, match="`query_embeddings` must contain only finite"):
+            km.retrieval_metrics(bad, labels)
+        with pytest.raises(ValueError, match="`gallery_embeddings` must contain only finite"):
+            km.retrieval_metrics(x, labels, bad, labels)
+        with pytest.raises(ValueError, match="`query_embeddings` must contain only finite"):
+            km.match_f1(bad, labels)
+        with pytest.raises(ValueError, match="`query_embeddings` must contain only finite"):
+            km.match_f1_sweep(bad, labels, metric="euclidean")
+    with pytest.raises(ValueError, match="`neighbor_values` must not contain NaN"):
+        km.predict_labels([[0.9, np.nan]], [[1, 2]])

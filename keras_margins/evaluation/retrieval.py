@@ -330,10 +330,15 @@ def nearest_neighbors(
                 "backend='numpy'."
             )
         if have_faiss:  # pragma: no cover
+            common = 0
             if metric == "cosine":
                 q, g = _normalize(q), _normalize(g)
+            else:
+                common = _global_exponent(q, g)
+                q, g = np.ldexp(q, -common), np.ldexp(g, -common)
             kk = k + (1 if exclude_self else 0)
             values, indices = _faiss_search(q, g, kk, metric)
+            values = np.ldexp(values, common)
             if exclude_self:
                 keep = indices != np.arange(q.shape[0])[:, None]
                 # Each row drops its own index if present, otherwise its last entry.
@@ -601,6 +606,11 @@ def predict_labels(neighbor_values, neighbor_labels, k=5, new_label=None, new_th
         raise ValueError(
             "`neighbor_values` and `neighbor_labels` must be 2-D arrays of the same shape. "
             f"Received: shapes {values.shape} and {labels.shape}"
+        )
+    if np.any(np.isnan(values)):
+        raise ValueError(
+            "`neighbor_values` must not contain NaN (a NaN similarity has no rank). Received: "
+            f"neighbor_values with {int(np.sum(np.isnan(values)))} NaN values"
         )
     if new_threshold is not None:
         new_threshold = check_float("new_threshold", new_threshold)
@@ -874,8 +884,12 @@ def match_f1_sweep(
     )
     dtype = _common_dtype(q, g)
     q, g = q.astype(dtype, copy=False), g.astype(dtype, copy=False)
+    common = 0  # Euclidean: distances are computed on rows scaled by 2^-common (exact)
     if metric == "cosine":
         q, g = _normalize(q), _normalize(g)
+    else:
+        common = _global_exponent(q, g)
+        q, g = np.ldexp(q, -common).astype(dtype), np.ldexp(g, -common).astype(dtype)
     if thresholds is None:
         if metric == "cosine":
             thresholds = np.linspace(-1.0, 1.0, 101)
@@ -883,7 +897,7 @@ def match_f1_sweep(
             span = np.sqrt(np.max(np.sum(q.astype(np.float64) ** 2, 1))) + np.sqrt(
                 np.max(np.sum(g.astype(np.float64) ** 2, 1))
             )
-            thresholds = np.linspace(0.0, span, 101)
+            thresholds = np.linspace(0.0, np.ldexp(span, common), 101)
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
         raise ValueError(
@@ -893,7 +907,7 @@ def match_f1_sweep(
     thresholds = np.unique(thresholds)
     n_t = thresholds.size
     # Work in "higher is better" score space: s >= s_t  <=>  item is in the match set.
-    score_t = thresholds if metric == "cosine" else -thresholds
+    score_t = thresholds if metric == "cosine" else -np.ldexp(thresholds, -common)
     asc = np.sort(score_t)  # bin edges; bin b counts thresholds with asc <= s
     true_size = np.array(
         [np.count_nonzero(gl == lab) for lab in ql.tolist()], dtype=np.float64

@@ -18,6 +18,8 @@ from keras_margins.evaluation.retrieval import (
     _check_embeddings,
     _check_labels,
     _normalize,
+    _row_exponents,
+    _scale_rows,
 )
 
 DEFAULT_FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
@@ -83,7 +85,9 @@ def pair_scores(embeddings_a, embeddings_b, metric="cosine"):
     """Score each pair ``(embeddings_a[i], embeddings_b[i])``.
 
     ``cosine``: ``a.b / (|a| |b|)``; ``euclidean``: ``|a - b|`` (a distance, lower = more
-    similar). Computed in float64.
+    similar). Computed in float64, on rows scaled by powers of two, so any finite magnitude
+    works (no overflow of squared norms, no norm floor). NaN or infinite embeddings are a
+    ``ValueError``.
 
     Args:
         embeddings_a: ``(num_pairs, D)``.
@@ -109,7 +113,11 @@ def pair_scores(embeddings_a, embeddings_b, metric="cosine"):
         )
     if metric == "cosine":
         return np.sum(_normalize(a) * _normalize(b), axis=1)
-    return np.sqrt(np.sum((a - b) ** 2, axis=1))
+    # Each pair scaled by one power of two (exact), so neither a - b nor the squared distance
+    # overflows or underflows at any magnitude; the distance is scaled back.
+    e = np.maximum(_row_exponents(a), _row_exponents(b))
+    diff = _scale_rows(a, e) - _scale_rows(b, e)
+    return np.ldexp(np.sqrt(np.sum(diff * diff, axis=1)), e)
 
 
 # --------------------------------------------------------------------------------------------
