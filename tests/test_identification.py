@@ -184,3 +184,22 @@ def test_duplicate_gallery_rows_tie_exactly():
     gl = np.arange(7)
     ranks = km.identification_ranks(g, gl, g, gl)
     np.testing.assert_array_equal(ranks, [3, 2, 2, 3, 2, 2, 3])
+
+
+def test_num_distractors_and_far_targets_errors(rng):
+    p, pl, g, gl = make_split(rng)
+    with pytest.raises(ValueError, match=r"`num_distractors` must contain only integers.*2\.7"):
+        km.rank1_with_distractors(p, pl, g, gl, g[:5], num_distractors=(2.7,))
+    with pytest.raises(TypeError, match="`num_distractors` must be a sequence"):
+        km.rank1_with_distractors(p, pl, g, gl, g[:5], num_distractors=3)
+    with pytest.raises(ValueError, match="`num_distractors` must not be empty"):
+        km.rank1_with_distractors(p, pl, g, gl, g[:5], num_distractors=())
+    with pytest.raises(ValueError, match=">= 0"):
+        km.rank1_with_distractors(p, pl, g, gl, g[:5], num_distractors=(-1, 2))
+    keep = gl < 8
+    with pytest.raises(ValueError, match="`far_targets` must be a list of numbers"):
+        km.dir_at_far(p, pl, g[keep], gl[keep], far_targets="a")
+    with pytest.raises(ValueError, match="`far_targets` must be a 1-D"):
+        km.dir_at_far(p, pl, g[keep], gl[keep], far_targets=[[0.1], [0.2]])
+    with pytest.raises(ValueError, match="`probe_labels` must not contain NaN"):
+        km.identification_ranks(p, np.where(pl == 0, np.nan, pl), g, gl)

@@ -570,3 +570,40 @@ def test_nan_or_infinite_embeddings_are_a_value_error(rng):
             km.match_f1_sweep(bad, labels, metric="euclidean")
     with pytest.raises(ValueError, match="`neighbor_values` must not contain NaN"):
         km.predict_labels([[0.9, np.nan]], [[1, 2]])
+
+
+def test_argument_errors_name_the_argument(rng):
+    # Issue 12: ks=(1.5,) must not be truncated, ks=() was "max() arg is an empty sequence",
+    # negative or fractional num_relevant gave numbers, string flags were truthy.
+    x = rng.normal(size=(6, 3))
+    labels = [0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match=r"`ks` must contain only integers.*1\.5"):
+        km.retrieval_metrics(x, labels, ks=(1.5,))
+    with pytest.raises(ValueError, match=r"`ks` must not be empty. Received: ks=\(\)"):
+        km.retrieval_metrics(x, labels, ks=())
+    with pytest.raises(TypeError, match="`ks` must be a sequence"):
+        km.retrieval_metrics(x, labels, ks=2)
+    with pytest.raises(ValueError, match="`ks`"):
+        km.retrieval_metrics(x, labels, ks=(True,))
+    assert km.retrieval_metrics(x, labels, ks=np.array([1, 2]))["recall@2"] >= 0
+    with pytest.raises(ValueError, match=r"`num_relevant` must be >= 0.*-1"):
+        km.map_at_r([0, 1], [[0], [1]], [1, -1])
+    with pytest.raises(ValueError, match=r"`num_relevant` must hold whole numbers.*1\.5"):
+        km.map_at_r([0, 1], [[0, 1], [1, 0]], [1, 1.5])
+    with pytest.raises(ValueError, match="`num_relevant` must be a 1-D"):
+        km.map_at_r([0, 1], [[0, 1], [1, 0]], [[1], [1]])
+    assert km.map_at_r([0, 1], [[0, 1], [1, 0]], [1.0, 2.0]) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="`include_self` must be True or False.*'no'"):
+        km.match_f1(x, labels, include_self="no")
+    with pytest.raises(ValueError, match="`include_self`"):
+        km.match_f1_sweep(x, labels, include_self=1)
+    with pytest.raises(ValueError, match="`exclude_self` must be True or False.*'no'"):
+        km.nearest_neighbors(x, x, k=1, exclude_self="no")
+    with pytest.raises(ValueError, match=r"`thresholds` must be a 1-D array.*\(1, 2\)"):
+        km.match_f1_sweep(x, labels, thresholds=[[0.1, 0.2]])
+    with pytest.raises(ValueError, match="`thresholds`"):
+        km.match_f1_sweep(x, labels, thresholds="high")
+    with pytest.raises(ValueError, match="`query_labels` must not contain NaN"):
+        km.retrieval_metrics(x, [0, 0, 1, 1, np.nan, np.nan])
+    with pytest.raises(ValueError, match="`gallery_labels` must not contain NaN"):
+        km.match_f1(x, labels, x, [0, 0, 1, 1, 2, np.nan])

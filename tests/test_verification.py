@@ -323,3 +323,12 @@ def test_any_magnitude_gives_the_unscaled_scores(rng, scale):
         got = km.verify_embeddings(x32, labels, num_pairs=300)
         assert got.auc == pytest.approx(km.verify_embeddings(x, labels, num_pairs=300).auc,
                                         abs=1e-3)
+
+
+def test_far_targets_and_labels_errors():
+    with pytest.raises(ValueError, match="`far_targets` must be a list of numbers.*'x'"):
+        km.tar_at_far([0.1, 0.9], [0, 1], far_targets="x")
+    with pytest.raises(ValueError, match="`far_targets` must be a 1-D"):
+        km.tar_at_far([0.1, 0.9], [0, 1], far_targets=[[0.1, 0.2]])
+    with pytest.raises(ValueError, match="`labels` must not contain NaN"):
+        km.generate_pairs([0.0, 0.0, 1.0, np.nan], num_pairs=2)

@@ -19,12 +19,14 @@ from keras_margins._validation import check_choice, check_int
 from keras_margins.evaluation.retrieval import (
     METRICS,
     _check_embeddings,
+    _check_int_sequence,
     _check_labels,
     _check_same_dim,
     _duplicate_groups,
     _global_exponent,
     _normalize,
 )
+from keras_margins.evaluation.verification import _check_fars
 
 
 def _prepare(probe_embeddings, gallery_embeddings, metric):
@@ -258,7 +260,7 @@ def rank1_with_distractors(
         extra = max(0, _global_exponent(d) - common)
         p, true = np.ldexp(p, -extra), np.ldexp(true, -extra)
         d = np.ldexp(d, -(common + extra))
-    sizes = sorted({check_int("num_distractors", int(n), minimum=0) for n in num_distractors})
+    sizes = sorted(set(_check_int_sequence("num_distractors", num_distractors, minimum=0)))
     sizes = [n for n in sizes if n <= d.shape[0]]
     if not sizes:
         raise ValueError(
@@ -326,12 +328,7 @@ def dir_at_far(
         {0.5: 1.0}
     """
     rank = check_int("rank", rank, minimum=1)
-    fars = np.asarray(far_targets, dtype=np.float64).reshape(-1)
-    if fars.size == 0 or not np.all((fars > 0) & (fars <= 1)):
-        raise ValueError(
-            f"`far_targets` must be a non-empty list of values in (0, 1]. "
-            f"Received: far_targets={far_targets}"
-        )
+    fars = _check_fars(far_targets)
     _, _, ranks, true, top, mated, n_ids, common = _mated_scores(
         probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
         max_block_bytes, require_mated=False,

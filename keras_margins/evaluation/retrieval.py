@@ -73,6 +73,11 @@ def _check_labels(name, labels, length=None, length_name=None):
         )
     if labels.size == 0:
         raise ValueError(f"`{name}` must not be empty. Received: {name} with shape {labels.shape}")
+    if np.issubdtype(labels.dtype, np.floating) and np.any(np.isnan(labels)):
+        raise ValueError(
+            f"`{name}` must not contain NaN (a NaN label matches nothing, not even itself). "
+            f"Received: {name} with {int(np.sum(np.isnan(labels)))} NaN values"
+        )
     if length is not None and labels.shape[0] != length:
         raise ValueError(
             f"`{name}` must have one entry per row of `{length_name}` ({length}). "
@@ -87,6 +92,38 @@ def _check_same_dim(name_a, a, name_b, b):
             f"`{name_a}` and `{name_b}` must have the same embedding dimension. "
             f"Received: {name_a}.shape={a.shape}, {name_b}.shape={b.shape}"
         )
+
+
+def _check_flag(name, value):
+    """A boolean flag: ``True``/``False`` only (a string such as ``"no"`` is not a flag)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+def _check_int_sequence(name, values, minimum=None):
+    """A non-empty sequence of integers (never truncated: ``1.5`` is an error)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(
+            f"`{name}` must be a sequence of integers, e.g. (1, 5). Received: {name}={values!r}"
+        )
+    items = list(np.asarray(values, dtype=object).reshape(-1)) if isinstance(
+        values, np.ndarray) else list(values)
+    if not items:
+        raise ValueError(f"`{name}` must not be empty. Received: {name}={values!r}")
+    out = []
+    for v in items:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ValueError(
+                f"`{name}` must contain only integers. Received: {name}={values!r} "
+                f"(element {v!r})"
+            )
+        if minimum is not None and v < minimum:
+            raise ValueError(
+                f"`{name}` must contain only integers >= {minimum}. Received: {name}={values!r}"
+            )
+        out.append(int(v))
+    return tuple(out)
 
 
 def _row_exponents(x):
@@ -301,6 +338,7 @@ def nearest_neighbors(
     q = _check_embeddings("queries", queries)
     g = _check_embeddings("gallery", gallery)
     _check_same_dim("queries", q, "gallery", g)
+    exclude_self = _check_flag("exclude_self", exclude_self)
     if exclude_self and q.shape[0] != g.shape[0]:
         raise ValueError(
             "`exclude_self=True` needs queries and gallery to be the same set. Received: "
@@ -544,7 +582,25 @@ def map_at_r(query_labels, neighbor_labels, num_relevant):
         >>> round(km.map_at_r([0], [[0, 1, 0]], num_relevant=[2]), 4)  # (1 + 0) / 2
         0.5
     """
-    r = np.asarray(num_relevant).reshape(-1)
+    r = np.asarray(num_relevant)
+    if r.ndim != 1 or not (np.issubdtype(r.dtype, np.integer) or np.issubdtype(
+            r.dtype, np.floating)) or r.dtype == bool:
+        raise ValueError(
+            "`num_relevant` must be a 1-D array of non-negative integers. "
+            f"Received: num_relevant={num_relevant!r}"
+        )
+    if np.issubdtype(r.dtype, np.floating):
+        if not np.all(np.isfinite(r)) or np.any(r != np.round(r)):
+            raise ValueError(
+                "`num_relevant` must hold whole numbers (a count of relevant items). "
+                f"Received: num_relevant={num_relevant!r}"
+            )
+        r = r.astype(np.int64)
+    if np.any(r < 0):
+        raise ValueError(
+            "`num_relevant` must be >= 0 (a count of relevant items). "
+            f"Received: num_relevant={num_relevant!r}"
+        )
     matches = _check_ranked("neighbor_labels", query_labels, neighbor_labels, 1)
     if r.shape[0] != matches.shape[0]:
         raise ValueError(
@@ -769,7 +825,7 @@ def retrieval_metrics(
     q, ql, g, gl, self_search = _split_args(
         query_embeddings, query_labels, gallery_embeddings, gallery_labels
     )
-    ks = tuple(check_int("ks", int(k) if isinstance(k, np.integer) else k, minimum=1) for k in ks)
+    ks = _check_int_sequence("ks", ks, minimum=1)
     g_unique, g_counts = np.unique(gl, return_counts=True)
     count_of = dict(zip(g_unique.tolist(), g_counts.tolist()))
     num_relevant = np.array([count_of.get(lab, 0) for lab in ql.tolist()], dtype=np.int64)
@@ -879,6 +935,7 @@ def match_f1_sweep(
         (0.5, 1.0)
     """
     check_choice("metric", metric, METRICS)
+    include_self = _check_flag("include_self", include_self)
     q, ql, g, gl, self_search = _split_args(
         query_embeddings, query_labels, gallery_embeddings, gallery_labels
     )
@@ -898,7 +955,18 @@ def match_f1_sweep(
                 np.max(np.sum(g.astype(np.float64) ** 2, 1))
             )
             thresholds = np.linspace(0.0, np.ldexp(span, common), 101)
-    thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    try:
+        thresholds = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`thresholds` must be a 1-D array of numbers. Received: thresholds={thresholds!r}"
+        ) from None
+    if thresholds.ndim > 1:
+        raise ValueError(
+            "`thresholds` must be a 1-D array (it is not flattened). "
+            f"Received: thresholds with shape {thresholds.shape}"
+        )
+    thresholds = thresholds.reshape(-1)
     if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
         raise ValueError(
             "`thresholds` must be a non-empty array of finite values. "

@@ -67,7 +67,19 @@ def _check_scores(scores, issame):
 
 
 def _check_fars(far_targets):
-    fars = np.asarray(far_targets, dtype=np.float64).reshape(-1)
+    try:
+        fars = np.asarray(far_targets, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`far_targets` must be a list of numbers in (0, 1]. "
+            f"Received: far_targets={far_targets!r}"
+        ) from None
+    if fars.ndim > 1:
+        raise ValueError(
+            "`far_targets` must be a 1-D list of numbers (it is not flattened). "
+            f"Received: far_targets with shape {fars.shape}"
+        )
+    fars = fars.reshape(-1)
     if fars.size == 0 or not np.all((fars > 0) & (fars <= 1)):
         raise ValueError(
             f"`far_targets` must be a non-empty list of values in (0, 1]. "
