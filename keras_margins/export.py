@@ -365,6 +365,40 @@ def _embedding_model(model, inputs, features, normalize):
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, out, name=f"{model.name}_embed")
 
 
+def _is_mixed(layer):
+    policy = getattr(layer, "dtype_policy", None)
+    return str(getattr(policy, "name", "")).startswith("mixed_")
+
+
+def _float32_copy(model):
+    """A copy of ``model`` computing in float32, sharing no state but holding the same weights.
+
+    Returned unchanged when no layer uses a mixed precision policy. Layers with a mixed policy
+    are rebuilt from their config with ``dtype="float32"`` (nested models recursively); the
+    weights of a mixed-precision model are float32 variables already, so they copy exactly.
+    """
+    if not any(_is_mixed(layer) for layer in model._flatten_layers(include_self=True)):
+        return model
+
+    def clone(layer):
+        config = layer.get_config()
+        if _is_mixed(layer):
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    source, target = model.weights, copy.weights
+    if [tuple(w.shape) for w in source] != [tuple(w.shape) for w in target]:
+        raise ValueError(  # pragma: no cover - defensive: clone_model keeps the layer order
+            f"Could not make a float32 copy of {model.name!r} for the export: its weights do not "
+            "line up with the copy's. Rebuild the model under the float32 policy and load the "
+            "weights into it before exporting."
+        )
+    for w_target, w_source in zip(target, source):
+        w_target.assign(keras.ops.cast(w_source, w_target.dtype))
+    return copy
+
+
 # ---------------------------------------------------------------------------- atomic writes
 def _check_export_path(path, overwrite, kind):
     """Refuse every output path whose replacement could remove what the export did not create.
@@ -487,8 +521,12 @@ def _input_specs(inputs):
     return specs
 
 
-def _serving_functions(model, normalize, head, top_k):
-    """The embedding model, the input specs and the tf.functions of each signature."""
+def _serving_functions(model, normalize, head, top_k, float32=False):
+    """The embedding model, the input specs and the tf.functions of each signature.
+
+    With ``float32=True`` a mixed-precision embedding model is replaced by a float32 copy
+    (TFLite has no float16 kernels for most ops).
+    """
     import tensorflow as tf
 
     _require_tensorflow("Export")
@@ -509,6 +547,8 @@ def _serving_functions(model, normalize, head, top_k):
                 f"Received: top_k={top_k}"
             )
     embed_model = _embedding_model(model, inputs, features, normalize)
+    if float32:
+        embed_model = _float32_copy(embed_model)
     specs = _input_specs(inputs)
 
     def _run(images):
@@ -615,7 +655,10 @@ def export_tflite(model, path, normalize=True, head=None, overwrite=False, optim
 
     The ``.tflite`` file has one signature, ``serving_default``:
     ``images -> {"embeddings": float32 (B, D)}`` with a dynamic batch size (resize the input
-    tensor, or use ``interpreter.get_signature_runner()``, which does it for you).
+    tensor, or use ``interpreter.get_signature_runner()``, which does it for you). A
+    mixed-precision model (``mixed_float16``, ``mixed_bfloat16``) is converted from a float32
+    copy of its embedding model with the same weights, so the flat buffer computes in float32
+    (TFLite has no float16 kernels for most ops); ``model`` itself is left unchanged.
 
     Args:
         model: As for :func:`export_saved_model`.
@@ -642,7 +685,8 @@ def export_tflite(model, path, normalize=True, head=None, overwrite=False, optim
 
     _check_bool("optimize", optimize)
     _check_export_path(path, overwrite, "file")
-    _, specs, functions, trackables = _serving_functions(model, normalize, head, None)
+    _, specs, functions, trackables = _serving_functions(model, normalize, head, None,
+                                                         float32=True)
     with _staged_output(path, overwrite, "file") as target:
         scratch = tempfile.mkdtemp(prefix=".keras_margins_tflite-", dir=os.path.dirname(target))
         try:

@@ -630,3 +630,43 @@ def test_training_model_nested_in_another_model(tmp_path):
     b = keras.Input((), dtype="int32")
     with pytest.raises(ValueError, match="depend on the labels"):
         get_embedding_model(keras.Model([a, b], leaky([a, b])))
+
+
+def test_tflite_of_a_mixed_float16_model_computes_in_float32(tmp_path):
+    # Issue 16: export_tflite of a mixed_float16 model failed with "'tf.Mul' op is neither a
+    # custom op nor a flex op". The flat buffer now comes from a float32 copy of the embedding
+    # model with the same weights.
+    keras.config.set_dtype_policy("mixed_float16")
+    keras.utils.set_random_seed(5)
+    x_train, x_test, y_train, _ = load_digits_split()
+    init = keras.initializers.GlorotUniform(seed=3)
+    backbone = keras.Sequential(
+        [keras.Input((64,), name="pixels"),
+         keras.layers.Dense(32, activation="relu", kernel_initializer=init),
+         keras.layers.BatchNormalization(),
+         keras.layers.Dense(16, kernel_initializer=init)],
+        name="mp_backbone",
+    )
+    train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=NUM_CLASSES, scale=16.0))
+    _compile(train_model).fit([x_train, y_train], y_train, batch_size=64, epochs=1, verbose=0)
+    assert keras.backend.standardize_dtype(backbone(x_test[:4]).dtype) == "float16"
+    keras.config.set_dtype_policy("float32")
+
+    path = export_tflite(train_model, str(tmp_path / "mp.tflite"))
+    runner = tf.lite.Interpreter(model_path=path).get_signature_runner("serving_default")
+    lite = runner(images=x_test.astype("float32"))["embeddings"]
+    assert lite.dtype == np.float32
+
+    # Float64 NumPy forward pass from the trained weights (BatchNorm in inference mode).
+    dense1, bn, dense2 = backbone.layers
+    w1, b1 = (np.asarray(v, np.float64) for v in dense1.get_weights())
+    gamma, beta, mean, var = (np.asarray(v, np.float64) for v in bn.get_weights())
+    w2, b2 = (np.asarray(v, np.float64) for v in dense2.get_weights())
+    h = np.maximum(x_test.astype(np.float64) @ w1 + b1, 0.0)
+    h = (h - mean) / np.sqrt(var + bn.epsilon) * gamma + beta
+    ref = _np_embeddings(h @ w2 + b2)
+    np.testing.assert_allclose(lite, ref, atol=2e-5, rtol=0)
+    # The mixed-precision Keras model agrees to float16 precision only, and is unchanged.
+    mixed = keras.ops.convert_to_numpy(get_embedding_model(train_model)(x_test))
+    assert 1e-5 < np.max(np.abs(mixed - ref)) < 5e-2
+    assert keras.backend.standardize_dtype(backbone(x_test[:4]).dtype) == "float16"
