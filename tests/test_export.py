@@ -170,9 +170,9 @@ def test_classify_with_sub_centers_takes_max_over_each_class(tmp_path):
     ref = np.empty((len(x), 6))
     for c in range(6):  # a class's cosine: the best of its K sub-centres
         ref[:, c] = np.max(cos_cols[:, c * 3 : c * 3 + 3], axis=1)
-    ref_ids = np.argsort(-ref, axis=1, kind="stable")
     np.testing.assert_allclose(out["cosines"].numpy(), np.sort(ref, axis=1)[:, ::-1], atol=1e-5)
-    np.testing.assert_array_equal(out["class_ids"].numpy()[:, 0], ref_ids[:, 0])
+    # The ranking is the reference's up to near-ties (no dependence on float32 rounding).
+    _np_topk_check(ref, out["class_ids"].numpy(), out["cosines"].numpy(), 6)
 
 
 _CHILD = textwrap.dedent(
