@@ -324,7 +324,9 @@ def get_embedding_model(model, normalize=True, head=None):
     output of shape ``(batch_size, embedding_dim)``.
 
     The output is cast to float32 (also for mixed-precision models) and, with
-    ``normalize=True``, L2-normalized: ``e = x / max(||x||, 1e-12)`` computed in float32.
+    ``normalize=True``, L2-normalized in float32: ``s = x / max|x|``, ``e = s / ||s||``, so
+    any finite magnitude of the features works (no overflow of the squared norm above ~1e19,
+    no norm floor below ~1e-6); a zero vector stays zero and NaN features give NaN.
     The returned model shares its weights with ``model``.
 
     Args:
@@ -358,10 +360,14 @@ def get_embedding_model(model, normalize=True, head=None):
 
 
 def _embedding_model(model, inputs, features, normalize):
+    out = keras.layers.Activation("linear", dtype="float32")(features)  # cast to float32
     if normalize:
-        out = keras.layers.UnitNormalization(axis=-1, dtype="float32")(features)
-    else:
-        out = keras.layers.Activation("linear", dtype="float32")(features)
+        # Divide by the max-abs first, so that no squared norm overflows (features above
+        # ~1e19) or meets UnitNormalization's norm floor (features below ~1e-6); zero rows
+        # stay zero, NaN stays NaN.
+        peak = keras.ops.max(keras.ops.abs(out), axis=-1, keepdims=True)
+        out = out / keras.ops.where(peak > 0, peak, keras.ops.ones_like(peak))
+        out = keras.layers.UnitNormalization(axis=-1, dtype="float32")(out)
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, out, name=f"{model.name}_embed")
 
 

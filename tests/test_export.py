@@ -670,3 +670,26 @@ def test_tflite_of_a_mixed_float16_model_computes_in_float32(tmp_path):
     mixed = keras.ops.convert_to_numpy(get_embedding_model(train_model)(x_test))
     assert 1e-5 < np.max(np.abs(mixed - ref)) < 5e-2
     assert keras.backend.standardize_dtype(backbone(x_test[:4]).dtype) == "float16"
+
+
+def test_embedding_normalization_works_at_any_magnitude(tmp_path):
+    # Issue 12: UnitNormalization's squared norm overflows float32 above ~1e19 (embeddings of
+    # 0) and its 1e-12 floor shrinks embeddings below ~1e-6. NaN features stay NaN.
+    x = keras.Input((4,), name="features")
+    outputs = {}
+    feats = np.array([[1, -2, 3, 4], [0, 0, 0, 0], [3e-3, 0, 0, -4e-3], [1, np.nan, 0, 0]],
+                     "float32")
+    ref = np.asarray(feats, np.float64)
+    norms = np.linalg.norm(ref, axis=1, keepdims=True)
+    ref = np.where(norms > 0, ref / np.where(norms > 0, norms, 1), 0.0)
+    for scale in (1e-30, 1e-8, 1.0, 1e20, 1e35):
+        model = keras.Model(x, keras.layers.Rescaling(scale)(x))
+        got = keras.ops.convert_to_numpy(get_embedding_model(model)(feats))
+        np.testing.assert_allclose(got[:3], ref[:3], atol=1e-6, rtol=0)
+        assert np.all(np.isnan(got[3]))
+        outputs[scale] = model
+    path = export_saved_model(outputs[1e35], str(tmp_path / "big"))
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    got = served(images=tf.constant(feats))["embeddings"].numpy()
+    np.testing.assert_allclose(got[:3], ref[:3], atol=1e-6, rtol=0)
+    assert np.all(np.isnan(got[3]))
