@@ -126,20 +126,37 @@ def _check_int_sequence(name, values, minimum=None):
     return tuple(out)
 
 
+# Rows whose largest entry lies within 2^-SAFE .. 2^SAFE need no scaling: their squared norms
+# neither overflow nor underflow (float32: up to ~1e12 with D up to 2^16; float64: ~1e120).
+_SAFE_EXPONENT = {4: 40, 8: 400}
+
+
 def _row_exponents(x):
-    """Per row, the power-of-two exponent ``e`` with ``max|x_i| in [2^(e-1), 2^e)`` (0 if zero)."""
-    return np.frexp(np.max(np.abs(x), axis=1))[1].astype(np.int64)
+    """Per row, a power-of-two exponent ``e`` that brings ``max|x_i| * 2^-e`` into a safe range.
+
+    ``e`` is the exponent of the row's max-abs (``max|x_i|`` in ``[2^(e-1), 2^e)``) for rows
+    outside ``2^-SAFE .. 2^SAFE`` and 0 for the others (and for zero rows), so that ordinary
+    embeddings are used as they are.
+    """
+    e = np.frexp(np.max(np.abs(x), axis=1))[1].astype(np.int64)
+    e[np.abs(e) <= _SAFE_EXPONENT[x.dtype.itemsize]] = 0
+    return e
 
 
 def _global_exponent(*arrays):
-    """The power-of-two exponent of the largest magnitude in all ``arrays`` (0 if all zero)."""
+    """One exponent as :func:`_row_exponents` for the largest magnitude in all ``arrays``."""
     largest = max(float(np.max(np.abs(a))) for a in arrays)
-    return int(np.frexp(largest)[1])
+    e = int(np.frexp(largest)[1])
+    safe = min(_SAFE_EXPONENT[a.dtype.itemsize] for a in arrays)
+    return 0 if abs(e) <= safe else e
 
 
 def _scale_rows(x, exponents):
-    """``x_i * 2^-e_i``: exact (a power of two), in ``x``'s dtype, max-abs of each row < 1."""
-    return np.ldexp(x, -np.asarray(exponents)[..., None]).astype(x.dtype, copy=False)
+    """``x_i * 2^-e_i``: exact (a power of two), in ``x``'s dtype; ``x`` itself if all ``e == 0``."""
+    exponents = np.asarray(exponents)
+    if not np.any(exponents):
+        return x
+    return np.ldexp(x, -exponents[..., None]).astype(x.dtype, copy=False)
 
 
 def _inverse_norms_of_scaled(xs):
@@ -153,9 +170,9 @@ def _inverse_norms_of_scaled(xs):
 def _normalize(x):
     """Rows divided by their L2 norm, for any magnitude (a zero row stays zero).
 
-    Each row is first multiplied by the power of two that brings its largest entry into
-    ``[0.5, 1)`` (exact), so the squared norm can neither overflow (rows above ~1e19 in float32,
-    ~1e154 in float64) nor lose precision to underflow or a norm floor (tiny rows).
+    A row of extreme magnitude is first multiplied by the power of two that brings its largest
+    entry into ``[0.5, 1)`` (exact), so the squared norm can neither overflow (rows above ~1e19
+    in float32, ~1e154 in float64) nor lose precision to underflow; there is no norm floor.
     """
     xs = _scale_rows(x, _row_exponents(x))
     return xs * _inverse_norms_of_scaled(xs)[:, None]
@@ -302,7 +319,8 @@ def nearest_neighbors(
     the module notes on ties). Scores are computed block by block and merged
     into a running top-k; a block and its temporaries (the scores, argpartition's indices and a
     comparison mask) take about ``max_block_bytes``, so memory stays
-    ``O(max_block_bytes + num_queries * k)`` however large ``queries x gallery`` is. Scores
+    ``O(max_block_bytes + num_queries * k)`` however large ``queries x gallery`` is (plus a
+    copy of the distinct rows when the gallery holds bit-identical copies). Scores
     are computed in the inputs' precision (float32 unless an input is float64); Euclidean
     distances of the returned neighbours are then recomputed exactly in float64.
 
@@ -419,9 +437,9 @@ def nearest_neighbors(
             block = q_rows @ _scale_rows(g_search[c0:c1], e_search[c0:c1]).T
             if metric == "cosine":
                 # Raw dot products scaled afterwards: equal dot products of rows with equal
-                # norms give exactly equal cosines.
+                # norms give exactly equal cosines. The query's 1/|q| does not change the
+                # ranking of its row: it is applied to the k winners only.
                 block *= stat[None, c0:c1]
-                block *= inv_q[:, None]
             else:
                 # -||q - g||^2 up to the row constant ||q||^2 (same ranking).
                 block *= 2.0
@@ -439,6 +457,8 @@ def nearest_neighbors(
                     np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1),
                     k_search,
                 )
+        if metric == "cosine":
+            best_s = best_s * inv_q[:, None]
         if groups is not None:
             best_s, best_i = _expand_groups(
                 best_s, best_i, inverse, k, np.arange(r0, r1) if exclude_self else None,
