@@ -11,7 +11,8 @@ Conventions shared by the whole ``keras_margins.evaluation`` package:
   L2-normalized first (a zero vector gets similarity 0 with everything).
 - ``metric="euclidean"`` scores pairs by Euclidean distance (lower = more similar). Thresholds
   and returned values are then distances.
-- Scale: every row is first multiplied by a power of two (exact), its own for cosine and one
+- Scale: rows of extreme magnitude (outside about 1e-12 .. 1e12 in float32, 1e-120 .. 1e120
+  in float64) are first multiplied by a power of two (exact), their own for cosine and one
   common to all rows for Euclidean, so results do not depend on the magnitude of the
   embeddings anywhere in the float32/float64 range (no overflow of squared norms above ~1e19,
   no norm floor below ~1e-6).
