@@ -11,7 +11,6 @@ import pytest
 
 import keras_margins as km
 
-
 PALETTE = np.array(
     [[1, 0, 0], [0, 1, 0], [1, 2, 0], [2, 1, 3], [-1, 1, 1], [3, -2, 1], [0, -1, 2]], "float32"
 )
@@ -162,7 +161,7 @@ def test_duplicate_rows_tie_under_other_blas_kernels():
         env = dict(os.environ, OPENBLAS_CORETYPE=core, PYTHONPATH=root,
                    TF_CPP_MIN_LOG_LEVEL="3")
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                text=True, timeout=300)
+                                text=True, timeout=300, check=False)
         assert result.returncode == 0, result.stderr[-2000:]
         assert eval(result.stdout.strip().splitlines()[-1]) == expected, core
 

@@ -88,8 +88,7 @@ def test_dataset_trains_a_triplet_model():
         (np.repeat(np.arange(4), 4), {"seed": 1.5}, "`seed` must be an integer"),
         (np.array([0, 0, 1, 1, np.nan, np.nan]), {"p": 2, "k": 2}, "`labels`.*NaN"),
         (np.array([0, 0, 1, 1, 1.6, 1.6]), {"p": 2, "k": 2}, r"`labels`.*\[1\.6, 1\.6\]"),
-        (np.zeros((8, 2)), {"p": 1, "k": 2}, r"`labels` must have shape \(N,\) or \(N, 1\).*"
-                                              r"\(8, 2\)"),
+        (np.zeros((8, 2)), {"p": 1, "k": 2}, r"`labels` must have shape \(N,\).*\(8, 2\)"),
         (np.array([]), {}, "`labels` must not be empty"),
     ],
 )
