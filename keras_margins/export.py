@@ -14,7 +14,11 @@ an artifact that runs without keras_margins, and even without Keras:
 
 Every writer refuses an existing non-empty output path unless ``overwrite=True`` and builds the
 artifact in a temporary location next to it, moving it into place only once it is complete, so
-a failed export leaves nothing behind. These exporters need the TensorFlow backend.
+a failed export leaves nothing behind. An export never removes anything but a previous output
+at ``path``: the current directory (``""``, ``"."``), any of its parents, a special file, a
+directory where a file is written (TFLite, ONNX) and a file where a directory is written
+(SavedModel) are a ``ValueError``, whatever ``overwrite`` says. These exporters need the
+TensorFlow backend.
 """
 
 import contextlib
@@ -26,6 +30,7 @@ import keras
 
 from keras_margins._validation import check_int
 from keras_margins.heads.base import MarginHead
+from keras_margins.partial_fc import PartialFC
 
 __all__ = ["get_embedding_model", "export_saved_model", "export_tflite", "export_onnx"]
 
@@ -148,53 +153,140 @@ def _head_calls(model, head=None):
     return heads or calls
 
 
-def _locate(model, head=None):
-    """Find the embedding output: ``(inputs, embeddings, head_or_None)``."""
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`model` must be a Keras model. Received: model={model!r}")
-    if head is not None and not isinstance(head, MarginHead):
-        raise ValueError(
-            "`head` must be a keras_margins margin head (a `MarginHead` such as `km.ArcFace`). "
-            f"Received: head={head!r}"
-        )
+def _is_classifier(layer):
+    """A layer holding class centres usable for the ``classify`` signature."""
+    return isinstance(layer, (MarginHead, PartialFC))
+
+
+def _functional_parts(model):
     try:
         inputs, outputs = list(model.inputs), list(model.outputs)
     except (AttributeError, ValueError):
-        inputs, outputs = [], []
+        return None
     if not inputs or not outputs:
+        return None
+    return inputs, outputs
+
+
+def _find_head(model, head=None, depth=0):
+    """The head call of ``model``, looking inside nested functional models too.
+
+    Returns ``None`` if there is none, else ``(features, label_tensors, layer)`` in the
+    coordinates of ``model``'s own graph: the embeddings tensor, the tensors the head's labels
+    come from, and the head (or other package layer) called on them.
+    """
+    calls = _head_calls(model, head)
+    if calls:
+        resolved = {}
+        for _, e, _ in calls:
+            t = _resolve_pass_through(e)
+            resolved[id(t)] = t
+        if len(resolved) > 1:
+            names = [layer.name for layer, _, _ in calls]
+            raise ValueError(
+                f"`model` contains several margin heads ({names}) fed by different embeddings; "
+                "pass the one to export from as `head=`."
+            )
+        layer, _, labels = calls[0]
+        return next(iter(resolved.values())), [labels], layer
+    if depth > 32:
+        return None
+    found = []
+    for node in _graph_nodes(model):
+        inner = node.operation
+        if not isinstance(inner, keras.Model) or inner is model:
+            continue
+        parts = _functional_parts(inner)
+        if parts is None:
+            continue
+        result = _find_head(inner, head, depth + 1)
+        if result is None:
+            continue
+        inner_inputs = parts[0]
+        outer_args = list(node.input_tensors)
+        if len(outer_args) != len(inner_inputs):
+            raise ValueError(
+                f"`model` contains a nested model {inner.name!r} with a margin head, called "
+                "in a way whose inputs cannot be matched to its own; cannot cut out the "
+                "embedding model. Pass the inner model itself."
+            )
+        features, labels, layer = result
+        position = {id(t): i for i, t in enumerate(inner_inputs)}
+        used = _input_ancestors(features, inner_inputs)
+        label_inputs = [t for lab in labels for t in _input_ancestors(lab, inner_inputs)]
+        if not used or any(id(t) in {id(u) for u in label_inputs} for t in used):
+            raise ValueError(
+                f"The embeddings fed to head {layer.name!r} depend on the labels input, so no "
+                "embedding model (images -> embeddings) can be cut out of `model`. Build the "
+                "model as `km.build_models` does: backbone(images) -> head([embeddings, labels])."
+            )
+        # The part of the nested model from its image input(s) to the embeddings, called on
+        # the outer model's tensors that feed those inputs.
+        sub = keras.Model(used[0] if len(used) == 1 else used, features,
+                          name=f"{inner.name}_embeddings")
+        args = [outer_args[position[id(t)]] for t in used]
+        outer_features = sub(args[0] if len(args) == 1 else args)
+        outer_labels = [outer_args[position[id(t)]] for t in label_inputs]
+        found.append((outer_features, outer_labels, layer))
+    if len(found) > 1:
+        names = [layer.name for _, _, layer in found]
+        raise ValueError(
+            f"`model` contains several nested models with margin heads ({names}); pass the "
+            "one to export from as `head=`, or the nested model itself."
+        )
+    return found[0] if found else None
+
+
+def _locate(model, head=None):
+    """Find the embedding output: ``(inputs, embeddings, classifier_or_None)``."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a Keras model. Received: model={model!r}")
+    if head is not None and not _is_classifier(head):
+        raise ValueError(
+            "`head` must be a keras_margins margin head (a `MarginHead` such as `km.ArcFace`) "
+            f"or a `km.PartialFC` layer. Received: head={head!r}"
+        )
+    parts = _functional_parts(model)
+    if parts is None:
         raise ValueError(
             "Cannot find the embedding output of a model without a functional graph: `model` "
             "must be a functional or Sequential Keras model with defined inputs (for example "
             "the training or embedding model of `km.build_models`). "
             f"Received: model={model.name!r} (no symbolic inputs/outputs)"
         )
+    inputs, outputs = parts
 
-    calls = _head_calls(model, head)
-    if calls:
-        embeddings = {id(_resolve_pass_through(e)): _resolve_pass_through(e) for _, e, _ in calls}
-        if len(embeddings) > 1:
-            names = [layer.name for layer, _, _ in calls]
-            raise ValueError(
-                f"`model` contains several margin heads ({names}) fed by different embeddings; "
-                "pass the one to export from as `head=`."
-            )
-        features = next(iter(embeddings.values()))
-        layer, _, labels = calls[0]
+    result = _find_head(model, head)
+    if result is not None:
+        features, labels, layer = result
         used = _input_ancestors(features, inputs)
-        label_inputs = {id(t) for t in _input_ancestors(labels, inputs)}
+        label_inputs = {id(t) for lab in labels for t in _input_ancestors(lab, inputs)}
         if not used or any(id(t) in label_inputs for t in used):
             raise ValueError(
                 f"The embeddings fed to head {layer.name!r} depend on the labels input, so no "
                 "embedding model (images -> embeddings) can be cut out of `model`. Build the "
                 "model as `km.build_models` does: backbone(images) -> head([embeddings, labels])."
             )
-        return used, features, (layer if isinstance(layer, MarginHead) else None)
+        return used, features, (layer if _is_classifier(layer) else None)
 
-    if head is not None and any(node.operation is head for node in _graph_nodes(model)):
-        raise ValueError(
-            f"Head {head.name!r} is in `model` but is not called as `head([embeddings, labels])`"
-            "; cannot tell which tensor holds the embeddings."
-        )
+    if head is not None:
+        if any(node.operation is head for node in _graph_nodes(model)):
+            raise ValueError(
+                f"Head {head.name!r} is in `model` but is not called as "
+                "`head([embeddings, labels])`; cannot tell which tensor holds the embeddings."
+            )
+        other = _find_head(model)
+        if other is not None:
+            hint = (
+                " For a Partial FC model pass the PartialFC layer itself (`head=pfc`), not "
+                "`pfc.to_head()`, which is a copy."
+                if isinstance(other[2], PartialFC) else ""
+            )
+            raise ValueError(
+                f"`head` {head.name!r} is not in `model`, which is a training model with its own "
+                f"head {other[2].name!r}: pass that head, or no `head` at all.{hint} "
+                f"Received: head={head!r}"
+            )
     # No head in the graph: `model` itself must be a backbone / embedding model.
     if len(outputs) != 1 or len(outputs[0].shape) != 2:
         shapes = [tuple(t.shape) for t in outputs]
@@ -224,22 +316,27 @@ def _locate(model, head=None):
 def get_embedding_model(model, normalize=True, head=None):
     """The Keras embedding model ``images -> float32 embeddings`` of a (training) model.
 
-    If ``model`` contains a keras_margins head called as ``head([embeddings, labels])`` (the
-    training model of :func:`keras_margins.build_models`, or any functional model built that
-    way), the embedding output is the head's ``embeddings`` input, stepping over keras_margins
-    layers that pass embeddings through (center loss). Otherwise ``model`` must be a backbone
-    with a single output of shape ``(batch_size, embedding_dim)``.
+    If ``model`` contains a keras_margins head (or ``PartialFC`` layer) called as
+    ``head([embeddings, labels])`` (the training model of :func:`keras_margins.build_models`, or
+    any functional model built that way, also nested inside other functional models), the
+    embedding output is the head's ``embeddings`` input, stepping over keras_margins layers that
+    pass embeddings through (center loss). Otherwise ``model`` must be a backbone with a single
+    output of shape ``(batch_size, embedding_dim)``.
 
     The output is cast to float32 (also for mixed-precision models) and, with
-    ``normalize=True``, L2-normalized: ``e = x / max(||x||, 1e-12)`` computed in float32.
+    ``normalize=True``, L2-normalized in float32: ``s = x / max|x|``, ``e = s / ||s||``, so
+    any finite magnitude of the features works (no overflow of the squared norm above ~1e19,
+    no norm floor below ~1e-6); a zero vector stays zero and NaN features give NaN.
     The returned model shares its weights with ``model``.
 
     Args:
         model: A functional or Sequential Keras model: a training model with a margin head, an
             embedding model, or a backbone.
         normalize: L2-normalize the embeddings. Defaults to ``True``.
-        head: Optional margin head; needed only when ``model`` has several heads fed by
-            different embeddings. Defaults to ``None``.
+        head: Optional margin head or ``PartialFC`` layer of ``model``; needed only when
+            ``model`` has several heads fed by different embeddings. A head that is not in a
+            training model (for example ``pfc.to_head()``, a copy) is a ``ValueError``.
+            Defaults to ``None``.
 
     Returns:
         A ``keras.Model`` from the image input(s) to float32 embeddings ``(B, D)``.
@@ -263,14 +360,104 @@ def get_embedding_model(model, normalize=True, head=None):
 
 
 def _embedding_model(model, inputs, features, normalize):
+    out = keras.layers.Activation("linear", dtype="float32")(features)  # cast to float32
     if normalize:
-        out = keras.layers.UnitNormalization(axis=-1, dtype="float32")(features)
-    else:
-        out = keras.layers.Activation("linear", dtype="float32")(features)
+        # Divide by the max-abs first, so that no squared norm overflows (features above
+        # ~1e19) or meets UnitNormalization's norm floor (features below ~1e-6); zero rows
+        # stay zero, NaN stays NaN.
+        peak = keras.ops.max(keras.ops.abs(out), axis=-1, keepdims=True)
+        out = out / keras.ops.where(peak > 0, peak, keras.ops.ones_like(peak))
+        out = keras.layers.UnitNormalization(axis=-1, dtype="float32")(out)
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, out, name=f"{model.name}_embed")
 
 
+def _is_mixed(layer):
+    policy = getattr(layer, "dtype_policy", None)
+    return str(getattr(policy, "name", "")).startswith("mixed_")
+
+
+def _float32_copy(model):
+    """A copy of ``model`` computing in float32, sharing no state but holding the same weights.
+
+    Returned unchanged when no layer uses a mixed precision policy. Layers with a mixed policy
+    are rebuilt from their config with ``dtype="float32"`` (nested models recursively); the
+    weights of a mixed-precision model are float32 variables already, so they copy exactly.
+    """
+    if not any(_is_mixed(layer) for layer in model._flatten_layers(include_self=True)):
+        return model
+
+    def clone(layer):
+        config = layer.get_config()
+        if _is_mixed(layer):
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    source, target = model.weights, copy.weights
+    if [tuple(w.shape) for w in source] != [tuple(w.shape) for w in target]:
+        raise ValueError(  # pragma: no cover - defensive: clone_model keeps the layer order
+            f"Could not make a float32 copy of {model.name!r} for the export: its weights do not "
+            "line up with the copy's. Rebuild the model under the float32 policy and load the "
+            "weights into it before exporting."
+        )
+    for w_target, w_source in zip(target, source):
+        w_target.assign(keras.ops.cast(w_source, w_target.dtype))
+    return copy
+
+
 # ---------------------------------------------------------------------------- atomic writes
+def _check_export_path(path, overwrite, kind):
+    """Refuse every output path whose replacement could remove what the export did not create.
+
+    ``kind`` is ``"directory"`` (SavedModel) or ``"file"`` (TFLite, ONNX). Returns the absolute
+    path. Raises ``ValueError`` for the current directory (``""``, ``"."``), any parent of it,
+    a filesystem root, an existing special file (socket, FIFO, device), an existing directory
+    where a file is written, or an existing file where a directory is written.
+    """
+    _check_bool("overwrite", overwrite)
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"`path` must be a string or path-like object. Received: path={path!r} of type "
+            f"{type(path).__name__}"
+        )
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise TypeError(f"`path` must be a string path. Received: path={path!r}")
+    absolute = os.path.abspath(raw)
+    parent = os.path.realpath(os.path.dirname(absolute))
+    name = os.path.basename(absolute)
+    resolved = os.path.join(parent, name) if name else parent
+    if not os.path.islink(absolute):
+        resolved = os.path.realpath(absolute)
+    cwd = os.path.realpath(os.getcwd())
+    if not name or os.path.commonpath([cwd, resolved]) == resolved:
+        raise ValueError(
+            f"`path` must not be the current directory or one of its parents (the export would "
+            f"replace it). Received: path={path!r}, which resolves to {resolved!r} (current "
+            f"directory: {cwd!r})"
+        )
+    if os.path.lexists(absolute) and not os.path.islink(absolute):
+        import stat
+
+        mode = os.lstat(absolute).st_mode
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise ValueError(
+                f"`path` must be a new path, a regular file or a directory. Received: "
+                f"path={path!r}, an existing special file"
+            )
+        if kind == "file" and stat.S_ISDIR(mode):
+            raise ValueError(
+                f"`path` is an existing directory, and this export writes a single file; it "
+                f"never replaces a directory. Received: path={path!r}"
+            )
+        if kind == "directory" and stat.S_ISREG(mode):
+            raise ValueError(
+                f"`path` is an existing file, and this export writes a directory; it never "
+                f"replaces a file. Received: path={path!r}"
+            )
+    return absolute
+
+
 def _check_target(path, overwrite):
     _check_bool("overwrite", overwrite)
     if os.path.isdir(path) and not os.path.islink(path):
@@ -287,9 +474,9 @@ def _check_target(path, overwrite):
 
 
 @contextlib.contextmanager
-def _staged_output(path, overwrite):
+def _staged_output(path, overwrite, kind):
     """Yield a temporary path; on success move it to ``path``, on failure remove everything."""
-    path = os.path.abspath(os.fspath(path))
+    path = _check_export_path(path, overwrite, kind)
     _check_target(path, overwrite)
     parent = os.path.dirname(path)
     created = []
@@ -340,8 +527,12 @@ def _input_specs(inputs):
     return specs
 
 
-def _serving_functions(model, normalize, head, top_k):
-    """The embedding model, the input specs and the tf.functions of each signature."""
+def _serving_functions(model, normalize, head, top_k, float32=False):
+    """The embedding model, the input specs and the tf.functions of each signature.
+
+    With ``float32=True`` a mixed-precision embedding model is replaced by a float32 copy
+    (TFLite has no float16 kernels for most ops).
+    """
     import tensorflow as tf
 
     _require_tensorflow("Export")
@@ -362,6 +553,8 @@ def _serving_functions(model, normalize, head, top_k):
                 f"Received: top_k={top_k}"
             )
     embed_model = _embedding_model(model, inputs, features, normalize)
+    if float32:
+        embed_model = _float32_copy(embed_model)
     specs = _input_specs(inputs)
 
     def _run(images):
@@ -379,8 +572,13 @@ def _serving_functions(model, normalize, head, top_k):
         @tf.function(input_signature=specs)
         def classify(*images):
             emb = _run(images)
-            # MarginHead.cosine: float32 cosines, max over each class's sub-centres.
-            cos = tf.cast(head.cosine(emb), tf.float32)
+            # MarginHead.cosine: float32 cosines, max over each class's sub-centres; a
+            # PartialFC layer holds the centres one per row for its wrapped head.
+            if isinstance(head, PartialFC):
+                cos = head.head.cosine(emb, kernel=head.kernel, kernel_transposed=True)
+            else:
+                cos = head.cosine(emb)
+            cos = tf.cast(cos, tf.float32)
             values, ids = tf.math.top_k(cos, k=k, sorted=True)
             return {"class_ids": tf.cast(ids, tf.int32), "cosines": values}
 
@@ -422,15 +620,19 @@ def export_saved_model(model, path, normalize=True, top_k=None, head=None, overw
         normalize: L2-normalize the embeddings (in float32). Defaults to ``True``.
         top_k: If set, add the ``classify`` signature returning the top ``top_k`` classes;
             must be in ``[1, num_classes]``. Defaults to ``None`` (no classification).
-        head: Optional margin head: selects the head when ``model`` has several, and gives
-            the class centres when ``model`` is a backbone. Defaults to ``None``.
+        head: Optional margin head or ``PartialFC`` layer: selects the head when ``model``
+            has several, and gives the class centres when ``model`` is a backbone. For a
+            training model it must be one of its own heads (``ValueError`` otherwise); a
+            Partial FC model classifies with the PartialFC layer's centres (found
+            automatically, or ``head=pfc``). Defaults to ``None``.
         overwrite: Replace an existing non-empty ``path``. Defaults to ``False``.
 
     Returns:
         The absolute output path (``str``).
 
     Raises:
-        ValueError: no identifiable embedding output, or a bad argument.
+        ValueError: no identifiable embedding output, a bad argument, or a ``path`` that is
+            the current directory, one of its parents, or an existing file or special file.
         FileExistsError: ``path`` exists, is not empty and ``overwrite=False``.
 
     Examples:
@@ -447,8 +649,9 @@ def export_saved_model(model, path, normalize=True, top_k=None, head=None, overw
         >>> served.signatures["classify"](images=tf.ones((2, 64)))["class_ids"].shape
         TensorShape([2, 3])
     """
+    _check_export_path(path, overwrite, "directory")
     _, specs, functions, trackables = _serving_functions(model, normalize, head, top_k)
-    with _staged_output(path, overwrite) as target:
+    with _staged_output(path, overwrite, "directory") as target:
         _write_saved_model(target, specs, functions, trackables)
     return os.path.abspath(os.fspath(path))
 
@@ -458,7 +661,10 @@ def export_tflite(model, path, normalize=True, head=None, overwrite=False, optim
 
     The ``.tflite`` file has one signature, ``serving_default``:
     ``images -> {"embeddings": float32 (B, D)}`` with a dynamic batch size (resize the input
-    tensor, or use ``interpreter.get_signature_runner()``, which does it for you).
+    tensor, or use ``interpreter.get_signature_runner()``, which does it for you). A
+    mixed-precision model (``mixed_float16``, ``mixed_bfloat16``) is converted from a float32
+    copy of its embedding model with the same weights, so the flat buffer computes in float32
+    (TFLite has no float16 kernels for most ops); ``model`` itself is left unchanged.
 
     Args:
         model: As for :func:`export_saved_model`.
@@ -484,8 +690,10 @@ def export_tflite(model, path, normalize=True, head=None, overwrite=False, optim
     import tensorflow as tf
 
     _check_bool("optimize", optimize)
-    _, specs, functions, trackables = _serving_functions(model, normalize, head, None)
-    with _staged_output(path, overwrite) as target:
+    _check_export_path(path, overwrite, "file")
+    _, specs, functions, trackables = _serving_functions(model, normalize, head, None,
+                                                         float32=True)
+    with _staged_output(path, overwrite, "file") as target:
         scratch = tempfile.mkdtemp(prefix=".keras_margins_tflite-", dir=os.path.dirname(target))
         try:
             saved = os.path.join(scratch, "saved_model")
@@ -536,6 +744,7 @@ def export_onnx(model, path, normalize=True, head=None, overwrite=False, opset=N
     """
     if opset is not None:
         opset = check_int("opset", opset, minimum=7)
+    _check_export_path(path, overwrite, "file")
     _, specs, functions, _ = _serving_functions(model, normalize, head, None)
     try:
         import tf2onnx  # noqa: F401
@@ -545,7 +754,7 @@ def export_onnx(model, path, normalize=True, head=None, overwrite=False, opset=N
             f"ONNX export needs tf2onnx, which could not be imported: {error!r}. "
             "Install it with `pip install tf2onnx onnxruntime`."
         ) from error
-    with _staged_output(path, overwrite) as target:
+    with _staged_output(path, overwrite, "file") as target:
         tf2onnx.convert.from_function(
             functions["embed"], input_signature=specs, opset=opset, output_path=target
         )

@@ -7,6 +7,33 @@ from keras_margins._validation import check_choice, check_int
 SMALL_CLASS_POLICIES = ("replace", "drop")
 
 
+def _check_sampler_labels(labels):
+    """Labels as a 1-D array: shape ``(N,)`` or ``(N, 1)``, no NaN, whole numbers if float."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels.reshape(-1)
+    if labels.ndim != 1:
+        raise ValueError(
+            "`labels` must have shape (N,) or (N, 1): one class per sample (one-hot or "
+            f"multi-label arrays are not class ids). Received: labels with shape {labels.shape}"
+        )
+    if labels.size == 0:
+        raise ValueError(f"`labels` must not be empty. Received: labels with shape {labels.shape}")
+    if labels.dtype == object:
+        raise ValueError(
+            "`labels` must be an array of integers (or strings). Received: labels of dtype object"
+        )
+    if np.issubdtype(labels.dtype, np.floating):
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if np.any(bad):
+            raise ValueError(
+                "`labels` must be class ids: integers, or floats with integer values (no NaN, "
+                f"no 1.6). Received: labels with {int(np.sum(bad))} such values, e.g. "
+                f"{labels[bad][:3].tolist()}"
+            )
+    return labels
+
+
 class PKSampler:
     """Draws batches of ``P`` distinct classes with ``K`` samples each (``P * K`` per batch).
 
@@ -24,11 +51,13 @@ class PKSampler:
     the same random stream, so epochs differ from each other.
 
     Args:
-        labels: Integer labels of the dataset, shape ``(N,)`` or ``(N, 1)``.
+        labels: Integer labels of the dataset, shape ``(N,)`` or ``(N, 1)`` (floats must have
+            integer values; NaN, other shapes and non-integer floats are a ``ValueError``).
         p: Classes per batch, >= 1. Defaults to 8.
         k: Samples per class, >= 2. Defaults to 4.
         small_classes: ``"replace"`` or ``"drop"``. Defaults to ``"replace"``.
-        seed: Seed of the random stream. Defaults to ``None`` (not reproducible).
+        seed: Seed of the random stream, an integer >= 0. Defaults to ``None`` (not
+            reproducible).
 
     Examples:
 
@@ -46,11 +75,11 @@ class PKSampler:
     """
 
     def __init__(self, labels, p=8, k=4, small_classes="replace", seed=None):
-        self.labels = np.asarray(labels).reshape(-1)
+        self.labels = _check_sampler_labels(labels)
         self.p = check_int("p", p, minimum=1)
         self.k = check_int("k", k, minimum=2)
         self.small_classes = check_choice("small_classes", small_classes, SMALL_CLASS_POLICIES)
-        self.seed = seed
+        self.seed = None if seed is None else check_int("seed", seed, minimum=0)
         classes, counts = np.unique(self.labels, return_counts=True)
         minimum = self.k if small_classes == "drop" else 2
         self.classes = classes[counts >= minimum]
@@ -86,8 +115,9 @@ class PKSampler:
         """A ``tf.data.Dataset`` of ``(x_batch, y_batch)`` P x K batches.
 
         Args:
-            x: Features, an array indexable along its first axis (``N`` rows).
-            y: Labels to return. Defaults to ``None``: the sampler's labels.
+            x: Features, an array indexable along its first axis (``N`` rows, one per label:
+                a different length is a ``ValueError``).
+            y: Labels to return, ``N`` of them. Defaults to ``None``: the sampler's labels.
             num_batches: Batches per pass. Defaults to ``None``: :meth:`steps_per_epoch`.
 
         Returns:
@@ -97,7 +127,21 @@ class PKSampler:
         import tensorflow as tf
 
         x = np.asarray(x)
-        y = self.labels if y is None else np.asarray(y)
+        n = len(self.labels)
+        if x.ndim == 0 or x.shape[0] != n:
+            raise ValueError(
+                f"`x` must have one row per label of the sampler ({n}). Received: x with shape "
+                f"{x.shape}"
+            )
+        if y is None:
+            y = self.labels
+        else:
+            y = np.asarray(y)
+            if y.ndim == 0 or y.shape[0] != n:
+                raise ValueError(
+                    f"`y` must have one entry per label of the sampler ({n}). Received: y with "
+                    f"shape {y.shape}"
+                )
         n = self.steps_per_epoch() if num_batches is None else check_int(
             "num_batches", num_batches, minimum=1
         )

@@ -170,9 +170,9 @@ def test_classify_with_sub_centers_takes_max_over_each_class(tmp_path):
     ref = np.empty((len(x), 6))
     for c in range(6):  # a class's cosine: the best of its K sub-centres
         ref[:, c] = np.max(cos_cols[:, c * 3 : c * 3 + 3], axis=1)
-    ref_ids = np.argsort(-ref, axis=1, kind="stable")
     np.testing.assert_allclose(out["cosines"].numpy(), np.sort(ref, axis=1)[:, ::-1], atol=1e-5)
-    np.testing.assert_array_equal(out["class_ids"].numpy()[:, 0], ref_ids[:, 0])
+    # The ranking is the reference's up to near-ties (no dependence on float32 rounding).
+    _np_topk_check(ref, out["class_ids"].numpy(), out["cosines"].numpy(), 6)
 
 
 _CHILD = textwrap.dedent(
@@ -487,3 +487,209 @@ def test_embedding_output_steps_over_package_pass_through_layers():
         embed = get_embedding_model(model)
         assert [t.name for t in embed.inputs] == ["pixels"]
         np.testing.assert_allclose(embed(images), expected, atol=1e-6, rtol=0)
+
+
+def _tree(folder):
+    return sorted(
+        os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs
+    )
+
+
+def test_export_never_replaces_the_working_directory_or_its_parents(tmp_path, monkeypatch):
+    # Issue 12: export_saved_model(model, "", overwrite=True) renamed the current directory
+    # aside and deleted it. Everything runs inside tmp_path, so even the old code could only
+    # delete the throwaway folder.
+    work = tmp_path / "project" / "notebooks"
+    work.mkdir(parents=True)
+    (work / "notes.txt").write_text("precious")
+    (tmp_path / "project" / "data.csv").write_text("precious")
+    monkeypatch.chdir(work)
+    backbone = _backbone()
+    before = _tree(tmp_path)
+    targets = ["", ".", "./", "..", "../..", str(work), str(tmp_path), os.sep,
+               os.path.join(str(work), "sub", "..")]
+    for target in targets:
+        for exporter in (export_saved_model, export_tflite, export_onnx):
+            with pytest.raises(ValueError, match="current directory or one of its parents"):
+                exporter(backbone, target, overwrite=True)
+    assert _tree(tmp_path) == before
+    with pytest.raises(TypeError, match="path"):
+        export_saved_model(backbone, None)
+
+    # A single-file export never replaces a directory, a directory export never a file.
+    (work / "m.tflite").mkdir()
+    (work / "m.tflite" / "keep.txt").write_text("precious")
+    (work / "model").write_text("precious")
+    for exporter, target in ((export_tflite, "m.tflite"), (export_onnx, "m.tflite"),
+                             (export_saved_model, "model")):
+        with pytest.raises(ValueError, match="never replaces"):
+            exporter(backbone, target, overwrite=True)
+    assert (work / "m.tflite" / "keep.txt").read_text() == "precious"
+    assert (work / "model").read_text() == "precious"
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(work / "pipe")
+        with pytest.raises(ValueError, match="special file"):
+            export_tflite(backbone, "pipe", overwrite=True)
+
+    # A relative path below the working directory is fine, and a symlink to the working
+    # directory is replaced as a link: its target is untouched.
+    out = export_tflite(backbone, os.path.join("exports", "embed.tflite"))
+    assert out == str(work / "exports" / "embed.tflite") and os.path.getsize(out) > 0
+    os.symlink(str(work), str(tmp_path / "link"))
+    export_tflite(backbone, str(tmp_path / "link"), overwrite=True)
+    assert os.path.isfile(tmp_path / "link") and (work / "notes.txt").read_text() == "precious"
+
+
+def _np_topk_check(cosines_ref, class_ids, cosines, k, tol=1e-5):
+    """Returned classes are a top-k of the float64 reference cosines (up to near-ties)."""
+    for ref, ids, got in zip(cosines_ref, class_ids, cosines):
+        np.testing.assert_allclose(ref[ids], np.sort(ref)[::-1][:k], atol=tol, rtol=0)
+        np.testing.assert_allclose(got, ref[ids], atol=tol, rtol=0)
+
+
+def test_head_not_in_model_raises_and_partial_fc_classifies(tmp_path):
+    # Issue 12: head=pfc.to_head() (a copy, not in the model) exported [images, labels] ->
+    # logits as "embeddings": an 8-dim backbone with 8 classes passed the shape check.
+    images = load_digits_split()[1][:12]
+    x = keras.Input((64,), name="pixels")
+    labels = keras.Input((), dtype="int32", name="labels")
+    dense = keras.layers.Dense(8)
+    pfc = km.PartialFC(km.ArcFace(num_classes=8), sample_rate=0.5, seed=0)
+    model = keras.Model([x, labels], pfc([dense(x), labels]))
+    stranger = pfc.to_head()
+    for call in (
+        lambda: get_embedding_model(model, head=stranger),
+        lambda: export_saved_model(model, str(tmp_path / "a"), head=stranger, top_k=2),
+        lambda: export_tflite(model, str(tmp_path / "a.tflite"), head=stranger),
+    ):
+        with pytest.raises(ValueError, match="not in `model`.*head=pfc"):
+            call()
+    arc_model, _ = km.build_models(_backbone(), km.ArcFace(num_classes=5))
+    with pytest.raises(ValueError, match="not in `model`"):
+        get_embedding_model(arc_model, head=km.ArcFace(num_classes=5))
+    assert _listing(tmp_path) == []
+
+    # The supported route: the PartialFC layer itself (found automatically, or as head=).
+    features = keras.ops.convert_to_numpy(dense(images)).astype(np.float64)
+    expected = _np_embeddings(features)
+    centres = keras.ops.convert_to_numpy(pfc.kernel).astype(np.float64)
+    ref_cos = expected @ (centres / np.linalg.norm(centres, axis=1, keepdims=True)).T
+    for head in (None, pfc):
+        embed = get_embedding_model(model, head=head)
+        assert [t.name for t in embed.inputs] == ["pixels"]
+        np.testing.assert_allclose(embed(images), expected, atol=1e-6, rtol=0)
+    out = export_saved_model(model, str(tmp_path / "pfc"), top_k=3)
+    served = tf.saved_model.load(out)
+    result = served.signatures["classify"](images=tf.constant(images))
+    _np_topk_check(ref_cos, result["class_ids"].numpy(), result["cosines"].numpy(), 3)
+    out = export_saved_model(model, str(tmp_path / "pfc2"), top_k=8, head=pfc)
+    result = tf.saved_model.load(out).signatures["classify"](images=tf.constant(images))
+    _np_topk_check(ref_cos, result["class_ids"].numpy(), result["cosines"].numpy(), 8)
+
+
+def test_training_model_nested_in_another_model(tmp_path):
+    # Issue 12: outer = keras.Model([img, lab], train_model([img, lab])) exported
+    # [img, lab] -> softmax as embeddings and serving_default(lab, img).
+    images = load_digits_split()[1][:10]
+    backbone = _backbone()
+    head = km.ArcFace(num_classes=NUM_CLASSES)
+    train_model, _ = km.build_models(backbone, head)
+    img = keras.Input((64,), name="outer_images")
+    lab = keras.Input((), dtype="int32", name="outer_labels")
+    probs = keras.layers.Activation("softmax")(train_model([img, lab]))
+    outer = keras.Model([img, lab], probs)
+    # Twice nested, with preprocessing on the outer image input.
+    img2 = keras.Input((64,), name="raw")
+    lab2 = keras.Input((), dtype="int32", name="lab2")
+    outer2 = keras.Model([img2, lab2], outer([keras.layers.Rescaling(2.0)(img2), lab2]))
+    expected = _np_embeddings(keras.ops.convert_to_numpy(backbone(images)))
+    expected2 = _np_embeddings(keras.ops.convert_to_numpy(backbone(2.0 * images)))
+    for model, want, name in ((outer, expected, "outer_images"), (outer2, expected2, "raw")):
+        embed = get_embedding_model(model)
+        assert [t.name for t in embed.inputs] == [name]
+        np.testing.assert_allclose(embed(images), want, atol=1e-6, rtol=0)
+        out = export_saved_model(model, str(tmp_path / name), top_k=2)
+        served = tf.saved_model.load(out)
+        signature = served.signatures["serving_default"]
+        assert list(signature.structured_input_signature[1]) == ["images"]
+        emb = signature(images=tf.constant(images))["embeddings"].numpy()
+        np.testing.assert_allclose(emb, want, atol=1e-5, rtol=0)
+        centres = keras.ops.convert_to_numpy(head.kernel).astype(np.float64)
+        ref_cos = want @ (centres / np.linalg.norm(centres, axis=0, keepdims=True))
+        result = served.signatures["classify"](images=tf.constant(images))
+        _np_topk_check(ref_cos, result["class_ids"].numpy(), result["cosines"].numpy(), 2)
+
+    # A nested model whose embeddings depend on the labels still cannot be served.
+    x = keras.Input((8,))
+    y = keras.Input((), dtype="int32")
+    mixed = keras.layers.Concatenate()(
+        [keras.layers.Dense(4)(x), keras.ops.cast(keras.ops.expand_dims(y, -1), "float32")]
+    )
+    leaky = keras.Model([x, y], km.ArcFace(num_classes=3)([mixed, y]))
+    a = keras.Input((8,))
+    b = keras.Input((), dtype="int32")
+    with pytest.raises(ValueError, match="depend on the labels"):
+        get_embedding_model(keras.Model([a, b], leaky([a, b])))
+
+
+def test_tflite_of_a_mixed_float16_model_computes_in_float32(tmp_path):
+    # Issue 16: export_tflite of a mixed_float16 model failed with "'tf.Mul' op is neither a
+    # custom op nor a flex op". The flat buffer now comes from a float32 copy of the embedding
+    # model with the same weights.
+    keras.config.set_dtype_policy("mixed_float16")
+    keras.utils.set_random_seed(5)
+    x_train, x_test, y_train, _ = load_digits_split()
+    init = keras.initializers.GlorotUniform(seed=3)
+    backbone = keras.Sequential(
+        [keras.Input((64,), name="pixels"),
+         keras.layers.Dense(32, activation="relu", kernel_initializer=init),
+         keras.layers.BatchNormalization(),
+         keras.layers.Dense(16, kernel_initializer=init)],
+        name="mp_backbone",
+    )
+    train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=NUM_CLASSES, scale=16.0))
+    _compile(train_model).fit([x_train, y_train], y_train, batch_size=64, epochs=1, verbose=0)
+    assert keras.backend.standardize_dtype(backbone(x_test[:4]).dtype) == "float16"
+    keras.config.set_dtype_policy("float32")
+
+    path = export_tflite(train_model, str(tmp_path / "mp.tflite"))
+    runner = tf.lite.Interpreter(model_path=path).get_signature_runner("serving_default")
+    lite = runner(images=x_test.astype("float32"))["embeddings"]
+    assert lite.dtype == np.float32
+
+    # Float64 NumPy forward pass from the trained weights (BatchNorm in inference mode).
+    dense1, bn, dense2 = backbone.layers
+    w1, b1 = (np.asarray(v, np.float64) for v in dense1.get_weights())
+    gamma, beta, mean, var = (np.asarray(v, np.float64) for v in bn.get_weights())
+    w2, b2 = (np.asarray(v, np.float64) for v in dense2.get_weights())
+    h = np.maximum(x_test.astype(np.float64) @ w1 + b1, 0.0)
+    h = (h - mean) / np.sqrt(var + bn.epsilon) * gamma + beta
+    ref = _np_embeddings(h @ w2 + b2)
+    np.testing.assert_allclose(lite, ref, atol=2e-5, rtol=0)
+    # The mixed-precision Keras model agrees to float16 precision only, and is unchanged.
+    mixed = keras.ops.convert_to_numpy(get_embedding_model(train_model)(x_test))
+    assert 1e-5 < np.max(np.abs(mixed - ref)) < 5e-2
+    assert keras.backend.standardize_dtype(backbone(x_test[:4]).dtype) == "float16"
+
+
+def test_embedding_normalization_works_at_any_magnitude(tmp_path):
+    # Issue 12: UnitNormalization's squared norm overflows float32 above ~1e19 (embeddings of
+    # 0) and its 1e-12 floor shrinks embeddings below ~1e-6. NaN features stay NaN.
+    x = keras.Input((4,), name="features")
+    outputs = {}
+    feats = np.array([[1, -2, 3, 4], [0, 0, 0, 0], [3e-3, 0, 0, -4e-3], [1, np.nan, 0, 0]],
+                     "float32")
+    ref = np.asarray(feats, np.float64)
+    norms = np.linalg.norm(ref, axis=1, keepdims=True)
+    ref = np.where(norms > 0, ref / np.where(norms > 0, norms, 1), 0.0)
+    for scale in (1e-30, 1e-8, 1.0, 1e20, 1e35):
+        model = keras.Model(x, keras.layers.Rescaling(scale)(x))
+        got = keras.ops.convert_to_numpy(get_embedding_model(model)(feats))
+        np.testing.assert_allclose(got[:3], ref[:3], atol=1e-6, rtol=0)
+        assert np.all(np.isnan(got[3]))
+        outputs[scale] = model
+    path = export_saved_model(outputs[1e35], str(tmp_path / "big"))
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    got = served(images=tf.constant(feats))["embeddings"].numpy()
+    np.testing.assert_allclose(got[:3], ref[:3], atol=1e-6, rtol=0)
+    assert np.all(np.isnan(got[3]))

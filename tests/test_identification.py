@@ -149,3 +149,57 @@ def test_errors(rng):
         km.rank1_with_distractors(p, pl, g, gl, g[:3], num_distractors=(10,))
     with pytest.raises(ValueError, match="metric"):
         km.cmc_curve(p, pl, g, gl, metric="dot")
+
+
+@pytest.mark.parametrize("scale", [2.0**-900, 1e-30, 1e30, 1e160, 2.0**1000])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_any_magnitude_gives_the_unscaled_ranks(rng, metric, scale):
+    # Issue 12: at 1e160 Euclidean scores overflowed (inf - inf) and every probe got a
+    # "perfect" rank 1.
+    p, pl, g, gl = make_split(rng)
+    d = rng.normal(size=(30, 6)) * 1.5
+    expected = ref_ranks(p, pl, g, gl, metric)
+    np.testing.assert_array_equal(
+        km.identification_ranks(p * scale, pl, g * scale, gl, metric=metric), expected
+    )
+    want = km.rank1_with_distractors(p, pl, g, gl, d, num_distractors=(0, 10, 30),
+                                     metric=metric)
+    got = km.rank1_with_distractors(p * scale, pl, g * scale, gl, d * scale,
+                                    num_distractors=(0, 10, 30), metric=metric)
+    assert got == want
+    keep = gl < 8
+    want = km.dir_at_far(p, pl, g[keep], gl[keep], far_targets=(0.5, 0.1), metric=metric)
+    got = km.dir_at_far(p * scale, pl, g[keep] * scale, gl[keep], far_targets=(0.5, 0.1),
+                        metric=metric)
+    assert got["dir"] == want["dir"]
+    unit = 1.0 if metric == "cosine" else scale
+    for f, t in want["threshold"].items():
+        assert got["threshold"][f] / unit == pytest.approx(t, rel=1e-9)
+
+
+def test_duplicate_gallery_rows_tie_exactly():
+    # The same sample enrolled under two identities ties exactly: counted against the probe.
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(3, 8))[[0, 1, 2, 0, 1, 2, 0]]
+    gl = np.arange(7)
+    ranks = km.identification_ranks(g, gl, g, gl)
+    np.testing.assert_array_equal(ranks, [3, 2, 2, 3, 2, 2, 3])
+
+
+def test_num_distractors_and_far_targets_errors(rng):
+    p, pl, g, gl = make_split(rng)
+    with pytest.raises(ValueError, match=r"`num_distractors` must contain only integers.*2\.7"):
+        km.rank1_with_distractors(p, pl, g, gl, g[:5], num_distractors=(2.7,))
+    with pytest.raises(TypeError, match="`num_distractors` must be a sequence"):
+        km.rank1_with_distractors(p, pl, g, gl, g[:5], num_distractors=3)
+    with pytest.raises(ValueError, match="`num_distractors` must not be empty"):
+        km.rank1_with_distractors(p, pl, g, gl, g[:5], num_distractors=())
+    with pytest.raises(ValueError, match=">= 0"):
+        km.rank1_with_distractors(p, pl, g, gl, g[:5], num_distractors=(-1, 2))
+    keep = gl < 8
+    with pytest.raises(ValueError, match="`far_targets` must be a list of numbers"):
+        km.dir_at_far(p, pl, g[keep], gl[keep], far_targets="a")
+    with pytest.raises(ValueError, match="`far_targets` must be a 1-D"):
+        km.dir_at_far(p, pl, g[keep], gl[keep], far_targets=[[0.1], [0.2]])
+    with pytest.raises(ValueError, match="`probe_labels` must not contain NaN"):
+        km.identification_ranks(p, np.where(pl == 0, np.nan, pl), g, gl)

@@ -1,12 +1,15 @@
 """Retrieval metrics and blocked k-NN search against brute-force NumPy."""
 
 import importlib.util
+import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import keras_margins as km
-
 
 PALETTE = np.array(
     [[1, 0, 0], [0, 1, 0], [1, 2, 0], [2, 1, 3], [-1, 1, 1], [3, -2, 1], [0, -1, 2]], "float32"
@@ -14,13 +17,36 @@ PALETTE = np.array(
 
 
 def ref_sim(q, g, metric):
+    """Float64 scores (higher = better) without BLAS: each entry is a correctly rounded
+    function of its two rows only (``math.fsum``), so equal rows give equal scores wherever
+    they sit, and exact ties in the data stay exact."""
     q = np.asarray(q, np.float64)
     g = np.asarray(g, np.float64)
+    out = np.empty((len(q), len(g)))
     if metric == "cosine":
-        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-        gn = g / np.linalg.norm(g, axis=1, keepdims=True)
-        return qn @ gn.T
-    return -np.sqrt(((q[:, None, :] - g[None, :, :]) ** 2).sum(-1))
+        gn = [math.sqrt(math.fsum(r)) for r in (g * g).tolist()]
+        for i, row in enumerate(q):
+            qn = math.sqrt(math.fsum((row * row).tolist()))
+            dots = [math.fsum(r) for r in (g * row).tolist()]
+            out[i] = [d / (qn * n) if qn * n > 0 else 0.0 for d, n in zip(dots, gn)]
+        return out
+    for i, row in enumerate(q):
+        diff = g - row
+        out[i] = [-math.sqrt(math.fsum(r)) for r in (diff * diff).tolist()]
+    return out
+
+
+def assert_valid_topk(idx, ref_scores, k, tol, exclude_self=False):
+    """``idx`` is a top-k of ``ref_scores`` (higher = better) up to near-ties within ``tol``:
+    a check that does not depend on how the last bits of the scores were rounded."""
+    assert idx.shape == (ref_scores.shape[0], k)
+    for i, row in enumerate(idx):
+        assert len(set(row.tolist())) == k
+        s = ref_scores[i].copy()
+        if exclude_self:
+            assert i not in row
+            s[i] = -np.inf
+        np.testing.assert_allclose(s[row], np.sort(s)[::-1][:k], atol=tol, rtol=0)
 
 
 def ref_knn(q, g, k, metric, exclude_self=False):
@@ -67,6 +93,77 @@ def test_nearest_neighbors_exclude_self_and_float32(rng):
     assert idx[3, 0] == 7 and idx[7, 0] == 3
     assert not np.any(idx == np.arange(50)[:, None])
     np.testing.assert_allclose(vals[3, 0], 1.0, atol=1e-6)
+
+
+def _issue12_gallery(dtype="float32", dim=8, distinct=4, n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(distinct, dim)).astype(dtype)[rng.integers(0, distinct, n)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("block", [256 * 2**20, 700, 1])
+def test_duplicate_gallery_rows_tie_by_index(dtype, metric, block):
+    # Issue 12: copies of a few Gaussian rows (not exactly representable dot products). Copies
+    # are exact ties, whatever column of a BLAS product they land in, so they come out in
+    # increasing index order; the reference computes every score from its two rows only.
+    x = _issue12_gallery(dtype)
+    ref = ref_sim(x, x, metric)
+    for k in (1, 2, 5, 23):
+        _, idx = km.nearest_neighbors(x, x, k=k, metric=metric, exclude_self=True,
+                                      max_block_bytes=block)
+        _, ridx = ref_knn(x, x, k, metric, exclude_self=True)
+        np.testing.assert_array_equal(idx, ridx)
+        assert_valid_topk(idx, ref, k, tol=1e-6, exclude_self=True)
+    q = _issue12_gallery(dtype, seed=0)[:7] * 3.0  # other scale, same directions
+    _, idx = km.nearest_neighbors(q, x, k=24, metric="cosine", max_block_bytes=block)
+    _, ridx = ref_knn(q, x, 24, "cosine")
+    np.testing.assert_array_equal(idx, ridx)
+    _, idx = km.nearest_neighbors(x, x, k=2, exclude_self=True)
+    assert idx[6].tolist() == [7, 8]  # the issue's example
+
+
+def test_duplicate_rows_negative_zero_and_constant_gallery():
+    # -0.0 and 0.0 are equal values: rows differing only there are copies of each other.
+    g = np.array([[1.0, 0.0], [0.5, 0.5], [1.0, -0.0], [2.0, 0.0], [1.0, 0.0]], "float32")
+    _, idx = km.nearest_neighbors(np.array([[1.0, 0.1]], "float32"), g, k=5)
+    # Rows 0, 2, 3, 4 are parallel to (1, 0): equal cosines (exact here: one non-zero term).
+    assert idx.tolist() == [[0, 2, 3, 4, 1]]
+    _, idx = km.nearest_neighbors(g[:1], g, k=4, metric="euclidean")
+    assert idx.tolist() == [[0, 2, 4, 1]]
+    # A constant gallery: one group of 300 copies.
+    g = np.full((300, 3), 0.25, "float32")
+    _, idx = km.nearest_neighbors(g, g, k=7, exclude_self=True, max_block_bytes=4000)
+    expected = [[j for j in range(300) if j != i][:7] for i in range(300)]
+    assert idx.tolist() == expected
+
+
+def test_duplicate_rows_tie_under_other_blas_kernels():
+    # OpenBLAS picks its kernels by CPU; OPENBLAS_CORETYPE forces other ones (Haswell and Zen
+    # round some columns of a float32 product differently from SkylakeX, as the AMD EPYC CI
+    # machine did). Same check as above in a fresh process for each kernel family.
+    code = (
+        "import numpy as np, keras_margins as km\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.normal(size=(4, 8)).astype('float32')[rng.integers(0, 4, 24)]\n"
+        "g = rng.choice([-1.0, 1.0], size=(3000, 8)).astype('float32')\n"
+        "out = [km.nearest_neighbors(x, x, k=5, exclude_self=True)[1].tolist(),\n"
+        "       km.nearest_neighbors(g[:6], g, k=15)[1].tolist()]\n"
+        "print(repr(out))\n"
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 8)).astype("float32")[rng.integers(0, 4, 24)]
+    g = rng.choice([-1.0, 1.0], size=(3000, 8)).astype("float32")
+    expected = [ref_knn(x, x, 5, "cosine", exclude_self=True)[1].tolist(),
+                ref_knn(g[:6], g, 15, "cosine")[1].tolist()]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for core in ("Haswell", "Zen"):
+        env = dict(os.environ, OPENBLAS_CORETYPE=core, PYTHONPATH=root,
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert eval(result.stdout.strip().splitlines()[-1]) == expected, core
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +418,191 @@ def test_nearest_neighbors_memory_stays_bounded(rng):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 6 * 2**20, peak
-    full = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
-        g / np.linalg.norm(g, axis=1, keepdims=True)
+    q64, g64 = q.astype(np.float64), g.astype(np.float64)
+    full = (q64 / np.linalg.norm(q64, axis=1, keepdims=True)) @ (
+        g64 / np.linalg.norm(g64, axis=1, keepdims=True)
     ).T
-    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1, kind="stable")[:, :5])
+    assert_valid_topk(idx, full, 5, tol=1e-6)
+
+def ref_map5(q, ql, g, gl, metric, self_search, new_label=None, new_threshold=None):
+    """Kaggle MAP@5 from the whole ranked gallery (brute force, float64, from the definition:
+    read neighbours best first, keep each label the first time it appears, insert the new
+    label at the first neighbour beyond the threshold, or last if none is)."""
+    s = ref_sim(q, g, metric)
+    total = 0.0
+    for i in range(len(q)):
+        order = sorted((j for j in range(len(g)) if not (self_search and j == i)),
+                       key=lambda j: (-s[i, j], j))
+        labels_present = {gl[j] for j in order}
+        truth = ql[i] if ql[i] in labels_present else new_label
+        preds, inserted = [], new_threshold is None
+        for j in order:
+            v = s[i, j] if metric == "cosine" else -s[i, j]
+            if not inserted and (v < new_threshold if metric == "cosine" else v > new_threshold):
+                preds.append(new_label)
+                inserted = True
+            if gl[j] not in preds:
+                preds.append(gl[j])
+        if not inserted:
+            preds.append(new_label)
+        preds = preds[:5]
+        if truth in preds:
+            total += 1.0 / (preds.index(truth) + 1)
+    return total / len(q)
+
+
+def test_map5_reads_past_the_first_neighbours():
+    # Issue 12: 20 gallery items of label 0 around (1, 0), then one of label 1: the query of
+    # label 1 finds its label at neighbour 21, the second distinct label (score 1/2). The old
+    # search depth max(ks, 5, R) = 5 saw only label 0 (score 0).
+    angles = np.linspace(0.0, 0.1, 20)
+    g = np.concatenate([np.stack([np.cos(angles), np.sin(angles)], 1), [[0.0, 1.0]]])
+    gl = np.array([0] * 20 + [1])
+    q = np.array([[np.cos(0.2), np.sin(0.2)]])
+    out = km.retrieval_metrics(q, [1], g, gl, ks=(1,))
+    assert out["map@5"] == pytest.approx(0.5) == pytest.approx(ref_map5(q, [1], g, gl,
+                                                                        "cosine", False))
+    # With a threshold between neighbours 20 and 21 the new individual comes second and the
+    # true label third (the old code put "new" second and never found label 1).
+    out = km.retrieval_metrics(q, [1], g, gl, ks=(1,), new_label=-1, new_threshold=0.5)
+    assert out["map@5"] == pytest.approx(1 / 3)
+    out = km.retrieval_metrics(q, [7], g, gl, ks=(1,), new_label=-1, new_threshold=0.5)
+    assert out["map@5"] == pytest.approx(1 / 2)  # a newcomer: "new" is the second guess
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("self_search", [True, False])
+def test_map5_matches_full_list_reference(rng, metric, self_search):
+    # Few labels, many items each: five distinct labels often lie far down the list.
+    centres = rng.normal(size=(7, 3))
+    gl = rng.choice(7, size=90, p=[0.6, 0.2, 0.1, 0.04, 0.03, 0.02, 0.01])
+    g = centres[gl] + 0.5 * rng.normal(size=(90, 3))
+    ql = rng.integers(0, 9, 25)  # labels 7 and 8 are newcomers
+    q = np.concatenate([centres, rng.normal(size=(2, 3))])[ql] + 0.5 * rng.normal(size=(25, 3))
+    if self_search:
+        q, ql, g, gl = g, gl, None, None
+        qq, qql = q, ql
+    else:
+        qq, qql = g, gl
+    thresholds = (None, 0.3, 0.8) if metric == "cosine" else (None, 0.5, 1.5)
+    for t in thresholds:
+        kwargs = {} if t is None else {"new_label": -1, "new_threshold": t}
+        out = km.retrieval_metrics(q, ql, g, gl, ks=(1,), metric=metric,
+                                   max_block_bytes=3000, **kwargs)
+        ref = ref_map5(q, ql, qq, qql, metric, self_search, kwargs.get("new_label"), t)
+        assert out["map@5"] == pytest.approx(ref, abs=1e-12)
+        # ... and agrees with predict_labels + map_at_k on the full neighbour list.
+        n = len(qq) - (1 if self_search else 0)
+        values, idx = km.nearest_neighbors(q, qq, k=n, metric=metric, exclude_self=self_search)
+        preds = km.predict_labels(values, np.asarray(qql)[idx], k=5, metric=metric, **kwargs)
+        present = [lab if np.sum(np.asarray(qql) == lab) > (1 if self_search else 0) else
+                   kwargs.get("new_label") for lab in np.asarray(ql).tolist()]
+        assert out["map@5"] == pytest.approx(km.map_at_k(np.array(present, dtype=object),
+                                                         preds, k=5), abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Magnitude of the embeddings and NaN
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype, scales",
+    [("float32", [2.0**-100, 2.0**-60, 1e-20, 1e20, 2.0**70, 2.0**100]),
+     ("float64", [2.0**-1000, 1e-200, 1e160, 2.0**530, 2.0**1000])],
+)
+def test_results_do_not_depend_on_the_magnitude(rng, dtype, scales):
+    # Issue 12: above ~1e19 (float32) the squared norms overflowed (cosines 0, wrong
+    # neighbours), below ~1e-6 a 1e-12 norm floor shrank the cosines. Every scale must give the
+    # unscaled answer; powers of two scale exactly, other factors within rounding.
+    x = rng.normal(size=(40, 6))
+    labels = rng.integers(0, 5, 40)
+    base = x.astype(dtype)
+    want = {}
+    for metric in ("cosine", "euclidean"):
+        ref = ref_sim(base, base, metric)
+        want[metric] = km.nearest_neighbors(base, base, k=5, metric=metric, exclude_self=True)
+        assert_valid_topk(want[metric][1], ref, 5, tol=1e-5, exclude_self=True)
+    f1_cos = km.match_f1(base, labels, threshold=0.4)
+    f1_euc = km.match_f1(base, labels, threshold=1.7, metric="euclidean")
+    sweep = km.match_f1_sweep(base, labels, metric="euclidean")
+    metrics = km.retrieval_metrics(base, labels, ks=(1, 5))
+    for scale in scales:
+        xs = (base * scale).astype(dtype)
+        exact = np.log2(scale).is_integer()
+        for metric in ("cosine", "euclidean"):
+            values, idx = km.nearest_neighbors(xs, xs, k=5, metric=metric, exclude_self=True)
+            unit = 1.0 if metric == "cosine" else scale
+            np.testing.assert_allclose(values / unit, want[metric][0], rtol=1e-5, atol=1e-6)
+            if exact:
+                np.testing.assert_array_equal(idx, want[metric][1])
+            else:
+                assert_valid_topk(idx, ref_sim(base, base, metric), 5, tol=1e-5,
+                                  exclude_self=True)
+        if exact:
+            assert km.match_f1(xs, labels, threshold=0.4) == f1_cos
+            assert km.match_f1(xs, labels, threshold=1.7 * scale, metric="euclidean") == f1_euc
+            out = km.match_f1_sweep(xs, labels, metric="euclidean")
+            np.testing.assert_array_equal(out["f1"], sweep["f1"])
+            np.testing.assert_allclose(out["thresholds"] / scale, sweep["thresholds"],
+                                       rtol=1e-12)
+            assert km.retrieval_metrics(xs, labels, ks=(1, 5)) == metrics
+
+
+def test_nan_or_infinite_embeddings_are_a_value_error(rng):
+    # NaN embeddings have no rank: every entry point names the argument instead of returning
+    # plausible numbers.
+    x = rng.normal(size=(8, 3))
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    for bad_value in (np.nan, np.inf):
+        bad = x.copy()
+        bad[3, 1] = bad_value
+        with pytest.raises(ValueError, match="`queries` must contain only finite"):
+            km.nearest_neighbors(bad, x, k=1)
+        with pytest.raises(ValueError, match="`query_embeddings` must contain only finite"):
+            km.retrieval_metrics(bad, labels)
+        with pytest.raises(ValueError, match="`gallery_embeddings` must contain only finite"):
+            km.retrieval_metrics(x, labels, bad, labels)
+        with pytest.raises(ValueError, match="`query_embeddings` must contain only finite"):
+            km.match_f1(bad, labels)
+        with pytest.raises(ValueError, match="`query_embeddings` must contain only finite"):
+            km.match_f1_sweep(bad, labels, metric="euclidean")
+    with pytest.raises(ValueError, match="`neighbor_values` must not contain NaN"):
+        km.predict_labels([[0.9, np.nan]], [[1, 2]])
+
+
+def test_argument_errors_name_the_argument(rng):
+    # Issue 12: ks=(1.5,) must not be truncated, ks=() was "max() arg is an empty sequence",
+    # negative or fractional num_relevant gave numbers, string flags were truthy.
+    x = rng.normal(size=(6, 3))
+    labels = [0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match=r"`ks` must contain only integers.*1\.5"):
+        km.retrieval_metrics(x, labels, ks=(1.5,))
+    with pytest.raises(ValueError, match=r"`ks` must not be empty. Received: ks=\(\)"):
+        km.retrieval_metrics(x, labels, ks=())
+    with pytest.raises(TypeError, match="`ks` must be a sequence"):
+        km.retrieval_metrics(x, labels, ks=2)
+    with pytest.raises(ValueError, match="`ks`"):
+        km.retrieval_metrics(x, labels, ks=(True,))
+    assert km.retrieval_metrics(x, labels, ks=np.array([1, 2]))["recall@2"] >= 0
+    with pytest.raises(ValueError, match=r"`num_relevant` must be >= 0.*-1"):
+        km.map_at_r([0, 1], [[0], [1]], [1, -1])
+    with pytest.raises(ValueError, match=r"`num_relevant` must hold whole numbers.*1\.5"):
+        km.map_at_r([0, 1], [[0, 1], [1, 0]], [1, 1.5])
+    with pytest.raises(ValueError, match="`num_relevant` must be a 1-D"):
+        km.map_at_r([0, 1], [[0, 1], [1, 0]], [[1], [1]])
+    assert km.map_at_r([0, 1], [[0, 1], [1, 0]], [1.0, 2.0]) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="`include_self` must be True or False.*'no'"):
+        km.match_f1(x, labels, include_self="no")
+    with pytest.raises(ValueError, match="`include_self`"):
+        km.match_f1_sweep(x, labels, include_self=1)
+    with pytest.raises(ValueError, match="`exclude_self` must be True or False.*'no'"):
+        km.nearest_neighbors(x, x, k=1, exclude_self="no")
+    with pytest.raises(ValueError, match=r"`thresholds` must be a 1-D array.*\(1, 2\)"):
+        km.match_f1_sweep(x, labels, thresholds=[[0.1, 0.2]])
+    with pytest.raises(ValueError, match="`thresholds`"):
+        km.match_f1_sweep(x, labels, thresholds="high")
+    with pytest.raises(ValueError, match="`query_labels` must not contain NaN"):
+        km.retrieval_metrics(x, [0, 0, 1, 1, np.nan, np.nan])
+    with pytest.raises(ValueError, match="`gallery_labels` must not contain NaN"):
+        km.match_f1(x, labels, x, [0, 0, 1, 1, 2, np.nan])

@@ -79,3 +79,35 @@ def test_dataset_trains_a_triplet_model():
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=km.TripletSemiHardLoss(margin=0.5))
     hist = model.fit(ds, epochs=4, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
+
+
+@pytest.mark.parametrize(
+    "labels, kwargs, message",
+    [
+        (np.repeat(np.arange(4), 4), {"seed": -1}, "`seed` must be >= 0. Received: seed=-1"),
+        (np.repeat(np.arange(4), 4), {"seed": 1.5}, "`seed` must be an integer"),
+        (np.array([0, 0, 1, 1, np.nan, np.nan]), {"p": 2, "k": 2}, "`labels`.*NaN"),
+        (np.array([0, 0, 1, 1, 1.6, 1.6]), {"p": 2, "k": 2}, r"`labels`.*\[1\.6, 1\.6\]"),
+        (np.zeros((8, 2)), {"p": 1, "k": 2}, r"`labels` must have shape \(N,\).*\(8, 2\)"),
+        (np.array([]), {}, "`labels` must not be empty"),
+    ],
+)
+def test_bad_labels_and_seed_raise_when_built(labels, kwargs, message):
+    # Issue 12: seed=-1 was NumPy's "expected non-negative integer", NaN labels a KeyError
+    # at the first batch, (N, 2) labels were silently flattened.
+    with pytest.raises(ValueError, match=message):
+        PKSampler(labels, **kwargs)
+
+
+def test_dataset_checks_lengths_when_built():
+    labels = np.repeat(np.arange(4), 3)
+    s = PKSampler(labels, p=2, k=2, seed=0)
+    with pytest.raises(ValueError, match=r"`x` must have one row per label.*\(12\).*\(11, 3\)"):
+        s.dataset(np.zeros((11, 3)))
+    with pytest.raises(ValueError, match=r"`y` must have one entry per label.*\(12\)"):
+        s.dataset(np.zeros((12, 3)), y=np.arange(13))
+    # Integer-valued float labels and (N, 1) labels are class ids.
+    s = PKSampler(labels.astype("float32").reshape(-1, 1), p=2, k=2, seed=0)
+    xb, yb = next(iter(s.dataset(np.arange(12.0)[:, None])))  # feature = row index
+    np.testing.assert_array_equal(yb.numpy(), labels[xb.numpy()[:, 0].astype(int)])
+    assert sorted(np.unique(yb.numpy(), return_counts=True)[1].tolist()) == [2, 2]

@@ -300,3 +300,35 @@ def test_errors():
     with pytest.raises(ValueError, match="metric"):
         km.pair_scores(x, x, metric="manhattan")
     assert ver.DEFAULT_FARS == (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-20, 1e20, 1e160, 1e300])
+def test_any_magnitude_gives_the_unscaled_scores(rng, scale):
+    # Issue 12: at 1e160 the squared norms overflowed float64 and verify_embeddings rejected
+    # finite embeddings with a message about `scores`; tiny ones hit a norm floor.
+    labels = np.repeat(np.arange(6), 10)
+    x = rng.normal(size=(60, 8))
+    a, b = x[:30], x[30:]
+    ref_cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    ref_dist = np.linalg.norm(a - b, axis=1)
+    np.testing.assert_allclose(km.pair_scores(a * scale, b * scale), ref_cos, rtol=1e-12)
+    np.testing.assert_allclose(km.pair_scores(a * scale, b * scale, metric="euclidean") / scale,
+                               ref_dist, rtol=1e-12)
+    for metric in ("cosine", "euclidean"):
+        want = km.verify_embeddings(x, labels, num_pairs=300, metric=metric)
+        got = km.verify_embeddings(x * scale, labels, num_pairs=300, metric=metric)
+        assert got.accuracy == want.accuracy and got.auc == want.auc and got.eer == want.eer
+    if scale >= 1e20:
+        x32 = (x * 1e30).astype("float32")  # float32 near its top: |x|^2 ~ 1e61 overflowed
+        got = km.verify_embeddings(x32, labels, num_pairs=300)
+        assert got.auc == pytest.approx(km.verify_embeddings(x, labels, num_pairs=300).auc,
+                                        abs=1e-3)
+
+
+def test_far_targets_and_labels_errors():
+    with pytest.raises(ValueError, match="`far_targets` must be a list of numbers.*'x'"):
+        km.tar_at_far([0.1, 0.9], [0, 1], far_targets="x")
+    with pytest.raises(ValueError, match="`far_targets` must be a 1-D"):
+        km.tar_at_far([0.1, 0.9], [0, 1], far_targets=[[0.1, 0.2]])
+    with pytest.raises(ValueError, match="`labels` must not contain NaN"):
+        km.generate_pairs([0.0, 0.0, 1.0, np.nan], num_pairs=2)

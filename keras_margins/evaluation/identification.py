@@ -2,7 +2,10 @@
 
 A *gallery* holds enrolled samples with identities; each *probe* is searched against it. A
 gallery identity's score for a probe is the best score over that identity's gallery samples
-(cosine similarity, or minus the Euclidean distance). The *rank* of a probe is the number of
+(cosine similarity, or minus the Euclidean distance). Results do not depend on the magnitude
+of the embeddings (rows are scaled by powers of two first, see
+:mod:`keras_margins.evaluation.retrieval`); NaN or infinite embeddings are a ``ValueError``.
+The *rank* of a probe is the number of
 gallery identities (and distractors) scoring at least as well as its true identity, so ties
 are counted against the probe: a model that maps everything to one point gets rank = number of
 identities, not rank 1.
@@ -16,19 +19,27 @@ from keras_margins._validation import check_choice, check_int
 from keras_margins.evaluation.retrieval import (
     METRICS,
     _check_embeddings,
+    _check_int_sequence,
     _check_labels,
     _check_same_dim,
+    _duplicate_groups,
+    _global_exponent,
     _normalize,
 )
+from keras_margins.evaluation.verification import _check_fars
 
 
 def _prepare(probe_embeddings, gallery_embeddings, metric):
+    """Checked float64 probes and gallery, normalized (cosine) or scaled by a common power of
+    two (Euclidean, exact), and that power's exponent (scores are ``2^exponent`` times the
+    scaled ones)."""
     p = _check_embeddings("probe_embeddings", probe_embeddings, dtype=np.float64)
     g = _check_embeddings("gallery_embeddings", gallery_embeddings, dtype=np.float64)
     _check_same_dim("probe_embeddings", p, "gallery_embeddings", g)
     if metric == "cosine":
-        p, g = _normalize(p), _normalize(g)
-    return p, g
+        return _normalize(p), _normalize(g), 0
+    common = _global_exponent(p, g)
+    return np.ldexp(p, -common), np.ldexp(g, -common), common
 
 
 def _scores(p, g, metric):
@@ -51,10 +62,17 @@ def _identity_scores(p, g, gallery_labels, metric, max_block_bytes):
     order = np.argsort(inv, kind="stable")
     starts = np.flatnonzero(np.r_[True, inv[order][1:] != inv[order][:-1]])
     g_sorted = g[order]
+    # Bit-identical gallery rows (the same sample enrolled under two identities) must tie
+    # exactly: score each distinct row once (a BLAS product may round copies differently).
+    groups = _duplicate_groups(g_sorted)
     rows = _rows_per_block(g.shape[0], max_block_bytes)
     for r0 in range(0, p.shape[0], rows):
         r1 = min(p.shape[0], r0 + rows)
-        s = _scores(p[r0:r1], g_sorted, metric)
+        if groups is None:
+            s = _scores(p[r0:r1], g_sorted, metric)
+        else:
+            first, inverse = groups
+            s = _scores(p[r0:r1], g_sorted[first], metric)[:, inverse]
         yield slice(r0, r1), np.maximum.reduceat(s, starts, axis=1), ids
 
 
@@ -62,7 +80,7 @@ def _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_la
                   max_block_bytes, require_mated=True):
     """Per probe: rank of its true identity, its true score, and its best gallery score."""
     check_choice("metric", metric, METRICS)
-    p, g = _prepare(probe_embeddings, gallery_embeddings, metric)
+    p, g, common = _prepare(probe_embeddings, gallery_embeddings, metric)
     pl = _check_labels("probe_labels", probe_labels, p.shape[0], "probe_embeddings")
     gl = _check_labels("gallery_labels", gallery_labels, g.shape[0], "gallery_embeddings")
     ids = np.unique(gl)
@@ -85,7 +103,7 @@ def _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_la
         true[sl] = t
         ranks[sl] = np.count_nonzero(id_scores >= t[:, None], axis=1)
         top[sl] = id_scores.max(axis=1)
-    return p, g, ranks, true, top, mated, ids.size
+    return p, g, ranks, true, top, mated, ids.size, common
 
 
 def identification_ranks(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
@@ -141,7 +159,7 @@ def cmc_curve(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels
         >>> cmc.tolist()
         [0.5, 1.0, 1.0]
     """
-    _, _, ranks, _, _, _, n_ids = _mated_scores(
+    _, _, ranks, _, _, _, n_ids, _ = _mated_scores(
         probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
         max_block_bytes,
     )
@@ -228,7 +246,7 @@ def rank1_with_distractors(
         {0: 1.0, 2: 0.0}
     """
     seed = check_int("seed", seed, minimum=0)
-    p, _, ranks, true, _, _, _ = _mated_scores(
+    p, _, ranks, true, _, _, _, common = _mated_scores(
         probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
         max_block_bytes,
     )
@@ -236,7 +254,13 @@ def rank1_with_distractors(
     _check_same_dim("probe_embeddings", p, "distractor_embeddings", d)
     if metric == "cosine":
         d = _normalize(d)
-    sizes = sorted({check_int("num_distractors", int(n), minimum=0) for n in num_distractors})
+    else:
+        # Probes and gallery were scaled by 2^-common; if the distractors are larger, scale
+        # everything down further (exactly) so that the three sets share one range.
+        extra = max(0, _global_exponent(d) - common)
+        p, true = np.ldexp(p, -extra), np.ldexp(true, -extra)
+        d = np.ldexp(d, -(common + extra))
+    sizes = sorted(set(_check_int_sequence("num_distractors", num_distractors, minimum=0)))
     sizes = [n for n in sizes if n <= d.shape[0]]
     if not sizes:
         raise ValueError(
@@ -304,13 +328,8 @@ def dir_at_far(
         {0.5: 1.0}
     """
     rank = check_int("rank", rank, minimum=1)
-    fars = np.asarray(far_targets, dtype=np.float64).reshape(-1)
-    if fars.size == 0 or not np.all((fars > 0) & (fars <= 1)):
-        raise ValueError(
-            f"`far_targets` must be a non-empty list of values in (0, 1]. "
-            f"Received: far_targets={far_targets}"
-        )
-    _, _, ranks, true, top, mated, n_ids = _mated_scores(
+    fars = _check_fars(far_targets)
+    _, _, ranks, true, top, mated, n_ids, common = _mated_scores(
         probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
         max_block_bytes, require_mated=False,
     )
@@ -342,7 +361,7 @@ def dir_at_far(
             # Any t above the (allowed+1)-th highest non-mated score keeps alarms <= allowed.
             t = float(np.nextafter(nm_top[allowed], np.inf))
         out["dir"][f] = float(np.mean(found & (true_m >= t)))
-        out["threshold"][f] = t
+        out["threshold"][f] = float(np.ldexp(t, common))  # back to the embeddings' units
     out["unresolved"] = tuple(out["unresolved"])
     return out
 

@@ -11,8 +11,19 @@ Conventions shared by the whole ``keras_margins.evaluation`` package:
   L2-normalized first (a zero vector gets similarity 0 with everything).
 - ``metric="euclidean"`` scores pairs by Euclidean distance (lower = more similar). Thresholds
   and returned values are then distances.
-- Ties in similarity are broken by the smaller gallery index (a deterministic order); metrics
-  that count ranks (CMC, identification) count ties pessimistically, see their docstrings.
+- Scale: rows of extreme magnitude (outside about 1e-12 .. 1e12 in float32, 1e-120 .. 1e120
+  in float64) are first multiplied by a power of two (exact), their own for cosine and one
+  common to all rows for Euclidean, so results do not depend on the magnitude of the
+  embeddings anywhere in the float32/float64 range (no overflow of squared norms above ~1e19,
+  no norm floor below ~1e-6).
+- Non-finite embeddings (NaN or infinity) are a ``ValueError``: they have no rank.
+- Ties in similarity are broken by the smaller gallery index (a deterministic order).
+  Bit-identical gallery rows (``-0.0`` equal to ``0.0``) always tie exactly, on every CPU:
+  each distinct row is scored once. Distinct rows whose scores are mathematically equal tie
+  exactly when the arithmetic is exact (for example small integer entries); otherwise their
+  computed scores may differ in the last bit, depending on the BLAS kernel, and are ordered
+  by those. Metrics that count ranks (CMC, identification) count ties pessimistically, see
+  their docstrings.
 """
 
 import numpy as np
@@ -20,7 +31,6 @@ import numpy as np
 from keras_margins._validation import check_choice, check_float, check_int
 
 METRICS = ("cosine", "euclidean")
-_NORM_EPS = 1e-12
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,6 +74,11 @@ def _check_labels(name, labels, length=None, length_name=None):
         )
     if labels.size == 0:
         raise ValueError(f"`{name}` must not be empty. Received: {name} with shape {labels.shape}")
+    if np.issubdtype(labels.dtype, np.floating) and np.any(np.isnan(labels)):
+        raise ValueError(
+            f"`{name}` must not contain NaN (a NaN label matches nothing, not even itself). "
+            f"Received: {name} with {int(np.sum(np.isnan(labels)))} NaN values"
+        )
     if length is not None and labels.shape[0] != length:
         raise ValueError(
             f"`{name}` must have one entry per row of `{length_name}` ({length}). "
@@ -80,14 +95,125 @@ def _check_same_dim(name_a, a, name_b, b):
         )
 
 
-def _inverse_norms(x):
-    """``1 / |x_i|`` per row, in ``x``'s dtype, without a temporary copy of ``x``."""
-    norm = np.sqrt(np.einsum("ij,ij->i", x, x))
-    return (1.0 / np.maximum(norm, _NORM_EPS)).astype(x.dtype, copy=False)
+def _check_flag(name, value):
+    """A boolean flag: ``True``/``False`` only (a string such as ``"no"`` is not a flag)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+def _check_int_sequence(name, values, minimum=None):
+    """A non-empty sequence of integers (never truncated: ``1.5`` is an error)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(
+            f"`{name}` must be a sequence of integers, e.g. (1, 5). Received: {name}={values!r}"
+        )
+    items = list(np.asarray(values, dtype=object).reshape(-1)) if isinstance(
+        values, np.ndarray) else list(values)
+    if not items:
+        raise ValueError(f"`{name}` must not be empty. Received: {name}={values!r}")
+    out = []
+    for v in items:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise ValueError(
+                f"`{name}` must contain only integers. Received: {name}={values!r} "
+                f"(element {v!r})"
+            )
+        if minimum is not None and v < minimum:
+            raise ValueError(
+                f"`{name}` must contain only integers >= {minimum}. Received: {name}={values!r}"
+            )
+        out.append(int(v))
+    return tuple(out)
+
+
+# Rows whose largest entry lies within 2^-SAFE .. 2^SAFE need no scaling: their squared norms
+# neither overflow nor underflow (float32: up to ~1e12 with D up to 2^16; float64: ~1e120).
+_SAFE_EXPONENT = {4: 40, 8: 400}
+
+
+def _row_exponents(x):
+    """Per row, a power-of-two exponent ``e`` that brings ``max|x_i| * 2^-e`` into a safe range.
+
+    ``e`` is the exponent of the row's max-abs (``max|x_i|`` in ``[2^(e-1), 2^e)``) for rows
+    outside ``2^-SAFE .. 2^SAFE`` and 0 for the others (and for zero rows), so that ordinary
+    embeddings are used as they are.
+    """
+    e = np.frexp(np.max(np.abs(x), axis=1))[1].astype(np.int64)
+    e[np.abs(e) <= _SAFE_EXPONENT[x.dtype.itemsize]] = 0
+    return e
+
+
+def _global_exponent(*arrays):
+    """One exponent as :func:`_row_exponents` for the largest magnitude in all ``arrays``."""
+    largest = max(float(np.max(np.abs(a))) for a in arrays)
+    e = int(np.frexp(largest)[1])
+    safe = min(_SAFE_EXPONENT[a.dtype.itemsize] for a in arrays)
+    return 0 if abs(e) <= safe else e
+
+
+def _scale_rows(x, exponents):
+    """``x_i * 2^-e_i``: exact (a power of two), in ``x``'s dtype; ``x`` itself if all ``e == 0``."""
+    exponents = np.asarray(exponents)
+    if not np.any(exponents):
+        return x
+    return np.ldexp(x, -exponents[..., None]).astype(x.dtype, copy=False)
+
+
+def _inverse_norms_of_scaled(xs):
+    """``1 / |x_i|`` of rows scaled by :func:`_scale_rows` (0 for a zero row)."""
+    norm = np.sqrt(np.einsum("ij,ij->i", xs, xs))
+    out = np.zeros_like(norm)
+    np.divide(1.0, norm, out=out, where=norm > 0)
+    return out.astype(xs.dtype, copy=False)
 
 
 def _normalize(x):
-    return x * _inverse_norms(x)[:, None]
+    """Rows divided by their L2 norm, for any magnitude (a zero row stays zero).
+
+    A row of extreme magnitude is first multiplied by the power of two that brings its largest
+    entry into ``[0.5, 1)`` (exact), so the squared norm can neither overflow (rows above ~1e19
+    in float32, ~1e154 in float64) nor lose precision to underflow; there is no norm floor.
+    """
+    xs = _scale_rows(x, _row_exponents(x))
+    return xs * _inverse_norms_of_scaled(xs)[:, None]
+
+
+def _duplicate_groups(x):
+    """Group the bit-identical rows of ``x`` (``-0.0`` counts as ``0.0``).
+
+    Returns ``None`` when every row is distinct (the common case, found with one integer hash
+    per row), else ``(first, inverse)``: the first row of each group, ascending, and the group
+    number of each row (groups numbered in the order of their first rows).
+    """
+    n, d = x.shape
+    utype = np.uint32 if x.dtype.itemsize == 4 else np.uint64
+    sign = utype(1) << utype(8 * x.dtype.itemsize - 1)
+    mult = np.random.default_rng(0x5EED).integers(0, 2**63, size=d, dtype=np.uint64) | 1
+    h = np.empty(n, dtype=np.uint64)
+    step = max(1, 2**20 // max(d, 1))
+    for r0 in range(0, n, step):
+        u = np.ascontiguousarray(x[r0:r0 + step]).view(utype)
+        u = np.where(u == sign, 0, u).astype(np.uint64)
+        h[r0:r0 + step] = np.sum(u * mult, axis=1, dtype=np.uint64)  # wraps modulo 2^64
+    order = np.argsort(h, kind="stable")
+    same_as_prev = h[order][1:] == h[order][:-1]
+    if not np.any(same_as_prev):
+        return None
+    candidate = np.zeros(n, dtype=bool)
+    candidate[order[1:][same_as_prev]] = True
+    candidate[order[:-1][same_as_prev]] = True
+    cand = np.flatnonzero(candidate)
+    rows = np.ascontiguousarray(x[cand])
+    rows = np.where(rows == 0, np.zeros((), rows.dtype), rows)  # -0.0 -> 0.0
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * d))).reshape(-1)
+    _, first_c, inv_c = np.unique(keys, return_index=True, return_inverse=True)
+    leader = np.arange(n)
+    leader[cand] = cand[first_c[inv_c.reshape(-1)]]
+    first = np.flatnonzero(leader == np.arange(n))
+    if first.size == n:
+        return None  # hash collisions only
+    return first, np.searchsorted(first, leader)
 
 
 def _common_dtype(a, b):
@@ -156,17 +282,6 @@ def _block_topk(block, k, col_offset):
     return _block_topk_partition(np.negative(block, out=block), k, col_offset)
 
 
-def _score_block(q, g, metric, g_sq=None):
-    """Scores where higher = better: cosine similarity, or minus the squared distance."""
-    prod = q @ g.T
-    if metric == "cosine":
-        return prod
-    # -||q - g||^2 up to the row constant ||q||^2, which does not change a row's ranking.
-    prod *= 2.0
-    prod -= g_sq[None, :]
-    return prod
-
-
 def _faiss_search(q, g, k, metric):  # pragma: no cover - exercised only where faiss exists
     import faiss
 
@@ -201,10 +316,12 @@ def nearest_neighbors(
 
     For each query ``q`` the gallery is ranked by cosine similarity ``q.g / (|q| |g|)``
     (``metric="cosine"``) or by Euclidean distance ``|q - g|`` (``metric="euclidean"``), best
-    first, ties going to the smaller gallery index. Scores are computed block by block and merged
+    first, ties going to the smaller gallery index (bit-identical gallery rows always tie, see
+    the module notes on ties). Scores are computed block by block and merged
     into a running top-k; a block and its temporaries (the scores, argpartition's indices and a
     comparison mask) take about ``max_block_bytes``, so memory stays
-    ``O(max_block_bytes + num_queries * k)`` however large ``queries x gallery`` is. Scores
+    ``O(max_block_bytes + num_queries * k)`` however large ``queries x gallery`` is (plus a
+    copy of the distinct rows when the gallery holds bit-identical copies). Scores
     are computed in the inputs' precision (float32 unless an input is float64); Euclidean
     distances of the returned neighbours are then recomputed exactly in float64.
 
@@ -240,6 +357,7 @@ def nearest_neighbors(
     q = _check_embeddings("queries", queries)
     g = _check_embeddings("gallery", gallery)
     _check_same_dim("queries", q, "gallery", g)
+    exclude_self = _check_flag("exclude_self", exclude_self)
     if exclude_self and q.shape[0] != g.shape[0]:
         raise ValueError(
             "`exclude_self=True` needs queries and gallery to be the same set. Received: "
@@ -269,10 +387,15 @@ def nearest_neighbors(
                 "backend='numpy'."
             )
         if have_faiss:  # pragma: no cover
+            common = 0
             if metric == "cosine":
                 q, g = _normalize(q), _normalize(g)
+            else:
+                common = _global_exponent(q, g)
+                q, g = np.ldexp(q, -common), np.ldexp(g, -common)
             kk = k + (1 if exclude_self else 0)
             values, indices = _faiss_search(q, g, kk, metric)
+            values = np.ldexp(values, common)
             if exclude_self:
                 keep = indices != np.arange(q.shape[0])[:, None]
                 # Each row drops its own index if present, otherwise its last entry.
@@ -281,44 +404,120 @@ def nearest_neighbors(
                 indices = indices[keep].reshape(q.shape[0], k)
             return values, indices
 
-    # Cosine: rows of q are normalized block by block and the scores are scaled by 1/|g|, so
-    # no normalized copy of the gallery is ever made.
-    g_sq = np.einsum("ij,ij->i", g, g) if metric == "euclidean" else None
-    inv_q = _inverse_norms(q) if metric == "cosine" else None
-    inv_g = _inverse_norms(g) if metric == "cosine" else None
-    nq, ng = q.shape[0], g.shape[0]
+    # Scale invariance: cosine rows are multiplied by their own power of two, Euclidean rows by
+    # one common power of two (both exact), so no squared norm overflows or underflows.
+    if metric == "cosine":
+        e_q, e_g = _row_exponents(q), _row_exponents(g)
+    else:
+        common = _global_exponent(q, g)
+        e_q = np.full(q.shape[0], common, dtype=np.int64)
+        e_g = np.full(g.shape[0], common, dtype=np.int64)
+    # Bit-identical gallery rows must get bit-identical scores, but a BLAS product may round
+    # the same dot product differently in different columns. So each distinct row is scored
+    # once and its copies are expanded afterwards, in increasing index order.
+    groups = _duplicate_groups(g)
+    if groups is None:
+        g_search, e_search, k_search = g, e_g, k
+    else:
+        first, inverse = groups
+        g_search, e_search = g[first], e_g[first]
+        k_search = min(k + (1 if exclude_self else 0), first.size)
+    stat = _gallery_stats(g_search, e_search, metric)
+    nq, ng = q.shape[0], g_search.shape[0]
     rows, cols = _block_sizes(nq, ng, np.dtype(dtype).itemsize, max_block_bytes)
-    cols = max(cols, min(ng, k + 1))  # a block must be able to hold k candidates
+    cols = max(cols, min(ng, k_search + 1))  # a block must be able to hold k candidates
     out_scores = np.empty((nq, k), dtype=np.float64)
     out_indices = np.empty((nq, k), dtype=np.int64)
     for r0 in range(0, nq, rows):
         r1 = min(nq, r0 + rows)
         best_s = best_i = None
-        q_rows = q[r0:r1] * inv_q[r0:r1, None] if metric == "cosine" else q[r0:r1]
+        q_rows = _scale_rows(q[r0:r1], e_q[r0:r1])
+        inv_q = _inverse_norms_of_scaled(q_rows) if metric == "cosine" else None
         for c0 in range(0, ng, cols):
             c1 = min(ng, c0 + cols)
-            block = _score_block(q_rows, g[c0:c1], metric, None if g_sq is None else g_sq[c0:c1])
+            block = q_rows @ _scale_rows(g_search[c0:c1], e_search[c0:c1]).T
             if metric == "cosine":
-                block *= inv_g[None, c0:c1]
-            if exclude_self:
+                # Raw dot products scaled afterwards: equal dot products of rows with equal
+                # norms give exactly equal cosines. The query's 1/|q| does not change the
+                # ranking of its row: it is applied to the k winners only.
+                block *= stat[None, c0:c1]
+            else:
+                # -||q - g||^2 up to the row constant ||q||^2 (same ranking).
+                block *= 2.0
+                block -= stat[None, c0:c1]
+            if exclude_self and groups is None:
                 lo, hi = max(r0, c0), min(r1, c1)
                 if lo < hi:
                     diag = np.arange(lo, hi)
                     block[diag - r0, diag - c0] = -np.inf
-            s, i = _block_topk(block, min(k, c1 - c0), c0)
+            s, i = _block_topk(block, min(k_search, c1 - c0), c0)
             if best_s is None:
                 best_s, best_i = s, i
             else:
                 best_s, best_i = _sorted_topk(
-                    np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1), k
+                    np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1),
+                    k_search,
                 )
+        if metric == "cosine":
+            best_s = best_s * inv_q[:, None]
+        if groups is not None:
+            best_s, best_i = _expand_groups(
+                best_s, best_i, inverse, k, np.arange(r0, r1) if exclude_self else None,
+                max_block_bytes,
+            )
         if metric == "euclidean":
-            # Exact distances for the k winners (the ranking used 2 q.g - |g|^2).
-            diff = q[r0:r1, None, :].astype(np.float64) - g[best_i].astype(np.float64)
-            best_s = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+            # Exact distances for the k winners (the ranking used 2 q.g - |g|^2), computed on
+            # the scaled rows and scaled back.
+            diff = np.ldexp(q[r0:r1, None, :].astype(np.float64), -common) - np.ldexp(
+                g[best_i].astype(np.float64), -common
+            )
+            best_s = np.ldexp(np.sqrt(np.einsum("ijk,ijk->ij", diff, diff)), common)
         out_scores[r0:r1] = best_s
         out_indices[r0:r1] = best_i
     return out_scores, out_indices
+
+
+def _gallery_stats(g, exponents, metric):
+    """Per gallery row: the inverse norm (cosine) or squared norm (Euclidean) of the scaled row."""
+    out = np.empty(g.shape[0], dtype=g.dtype)
+    step = max(1, 2**20 // max(g.shape[1], 1))
+    for r0 in range(0, g.shape[0], step):
+        gs = _scale_rows(g[r0:r0 + step], exponents[r0:r0 + step])
+        if metric == "cosine":
+            out[r0:r0 + step] = _inverse_norms_of_scaled(gs)
+        else:
+            out[r0:r0 + step] = np.einsum("ij,ij->i", gs, gs)
+    return out
+
+
+def _expand_groups(best_s, best_u, inverse, k, self_rows, max_block_bytes):
+    """Top-k gallery indices from the top-k' groups of bit-identical rows.
+
+    Each group stands for its rows, which share its score; the winners are the best ``k`` of
+    the first ``k`` (``k + 1`` with ``exclude_self``) rows of each winning group, ordered by
+    score then index, leaving out each query's own index when ``self_rows`` is given.
+    """
+    counts = np.bincount(inverse)
+    members = np.argsort(inverse, kind="stable")  # rows grouped, ascending within a group
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    m = min(k + (0 if self_rows is None else 1), int(counts.max()))
+    rows, width = best_u.shape
+    chunk = max(1, max_block_bytes // (40 * width * m))
+    out_s = np.empty((rows, k), dtype=best_s.dtype)
+    out_i = np.empty((rows, k), dtype=np.int64)
+    j = np.arange(m)
+    for r0 in range(0, rows, chunk):
+        r1 = min(rows, r0 + chunk)
+        u = best_u[r0:r1]
+        c = counts[u][:, :, None]
+        idx = members[starts[u][:, :, None] + np.minimum(j, c - 1)]
+        valid = j < c
+        if self_rows is not None:
+            valid &= idx != self_rows[r0:r1, None, None]
+        scores = np.where(valid, best_s[r0:r1, :, None], -np.inf).reshape(r1 - r0, -1)
+        idx = np.where(valid, idx, inverse.size).reshape(r1 - r0, -1)
+        out_s[r0:r1], out_i[r0:r1] = _sorted_topk(scores, idx, k)
+    return out_s, out_i
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,7 +603,25 @@ def map_at_r(query_labels, neighbor_labels, num_relevant):
         >>> round(km.map_at_r([0], [[0, 1, 0]], num_relevant=[2]), 4)  # (1 + 0) / 2
         0.5
     """
-    r = np.asarray(num_relevant).reshape(-1)
+    r = np.asarray(num_relevant)
+    if r.ndim != 1 or not (np.issubdtype(r.dtype, np.integer) or np.issubdtype(
+            r.dtype, np.floating)) or r.dtype == bool:
+        raise ValueError(
+            "`num_relevant` must be a 1-D array of non-negative integers. "
+            f"Received: num_relevant={num_relevant!r}"
+        )
+    if np.issubdtype(r.dtype, np.floating):
+        if not np.all(np.isfinite(r)) or np.any(r != np.round(r)):
+            raise ValueError(
+                "`num_relevant` must hold whole numbers (a count of relevant items). "
+                f"Received: num_relevant={num_relevant!r}"
+            )
+        r = r.astype(np.int64)
+    if np.any(r < 0):
+        raise ValueError(
+            "`num_relevant` must be >= 0 (a count of relevant items). "
+            f"Received: num_relevant={num_relevant!r}"
+        )
     matches = _check_ranked("neighbor_labels", query_labels, neighbor_labels, 1)
     if r.shape[0] != matches.shape[0]:
         raise ValueError(
@@ -467,11 +684,22 @@ def predict_labels(neighbor_values, neighbor_labels, k=5, new_label=None, new_th
             "`neighbor_values` and `neighbor_labels` must be 2-D arrays of the same shape. "
             f"Received: shapes {values.shape} and {labels.shape}"
         )
+    if np.any(np.isnan(values)):
+        raise ValueError(
+            "`neighbor_values` must not contain NaN (a NaN similarity has no rank). Received: "
+            f"neighbor_values with {int(np.sum(np.isnan(values)))} NaN values"
+        )
     if new_threshold is not None:
         new_threshold = check_float("new_threshold", new_threshold)
         if new_label is None:
             raise ValueError("`new_label` is required with `new_threshold`. Received: None")
-    out = []
+    return _predict_rows(values, labels, k, new_label, new_threshold, metric)[0]
+
+
+def _predict_rows(values, labels, k, new_label, new_threshold, metric):
+    """:func:`predict_labels` plus, per query, whether its ``k`` labels were all found before
+    the neighbour list ran out (then a longer list gives the same prediction)."""
+    out, complete = [], []
     for vals, labs in zip(values, labels):
         pred = []
         inserted = new_threshold is None
@@ -486,10 +714,11 @@ def predict_labels(neighbor_values, neighbor_labels, k=5, new_label=None, new_th
             lab = lab.item() if hasattr(lab, "item") else lab
             if lab not in pred:
                 pred.append(lab)
+        complete.append(len(pred) == k)
         if not inserted and len(pred) < k:
             pred.append(new_label)
         out.append(pred)
-    return out
+    return out, complete
 
 
 def map_at_k(query_labels, predicted_labels, k=5):
@@ -583,7 +812,10 @@ def retrieval_metrics(
     Without a gallery the query set is searched against itself, leaving each query out
     (``exclude_self``). ``R`` for MAP@R is the number of gallery items sharing the query's
     label; queries whose label is absent from the gallery count as misses for precision and
-    recall, are skipped by MAP@R, and score only through ``new_label`` in MAP@5.
+    recall, are skipped by MAP@R, and score only through ``new_label`` in MAP@5. MAP@5 reads
+    each query's ranked gallery as far as needed to find five distinct labels (the search is
+    deepened for those queries), so it equals :func:`predict_labels` + :func:`map_at_k` on the
+    full neighbour list.
 
     Args:
         query_embeddings: ``(num_queries, D)``.
@@ -614,7 +846,7 @@ def retrieval_metrics(
     q, ql, g, gl, self_search = _split_args(
         query_embeddings, query_labels, gallery_embeddings, gallery_labels
     )
-    ks = tuple(check_int("ks", int(k) if isinstance(k, np.integer) else k, minimum=1) for k in ks)
+    ks = _check_int_sequence("ks", ks, minimum=1)
     g_unique, g_counts = np.unique(gl, return_counts=True)
     count_of = dict(zip(g_unique.tolist(), g_counts.tolist()))
     num_relevant = np.array([count_of.get(lab, 0) for lab in ql.tolist()], dtype=np.int64)
@@ -641,8 +873,34 @@ def retrieval_metrics(
         out["map@r"] = float("nan")
     truth = [lab if count_of.get(lab, 0) - (1 if self_search else 0) > 0 else new_label
              for lab in ql.tolist()]
-    preds = predict_labels(values, nl, k=5, new_label=new_label, new_threshold=new_threshold,
-                           metric=metric)
+    if new_threshold is not None:
+        new_threshold = check_float("new_threshold", new_threshold)
+        if new_label is None:
+            raise ValueError("`new_label` is required with `new_threshold`. Received: None")
+    preds, complete = _predict_rows(values, nl, 5, new_label, new_threshold, metric)
+    # MAP@5 reads neighbours until five distinct labels are found, which may be far beyond
+    # `depth` (many neighbours sharing a label): search deeper for those queries only.
+    pending = np.flatnonzero(~np.asarray(complete))
+    d = depth
+    while pending.size and d < available:
+        d = min(available, 2 * d)
+        if self_search:
+            # The queries are a subset of the gallery: search one more and drop the query itself
+            # (or, if it is not among them, the last neighbour), as exclude_self does.
+            kk = min(d + 1, g.shape[0])
+            v, i = nearest_neighbors(q[pending], g, k=kk, metric=metric,
+                                     max_block_bytes=max_block_bytes, backend=backend)
+            keep = i != pending[:, None]
+            keep[np.all(keep, axis=1), -1] = False
+            v = v[keep].reshape(pending.size, kk - 1)[:, :d]
+            i = i[keep].reshape(pending.size, kk - 1)[:, :d]
+        else:
+            v, i = nearest_neighbors(q[pending], g, k=d, metric=metric,
+                                     max_block_bytes=max_block_bytes, backend=backend)
+        more, done = _predict_rows(v, gl[i], 5, new_label, new_threshold, metric)
+        for row, pred in zip(pending.tolist(), more):
+            preds[row] = pred
+        pending = pending[~np.asarray(done)]
     out["map@5"] = map_at_k(np.array(truth, dtype=object), preds, k=5)
     return out
 
@@ -698,13 +956,18 @@ def match_f1_sweep(
         (0.5, 1.0)
     """
     check_choice("metric", metric, METRICS)
+    include_self = _check_flag("include_self", include_self)
     q, ql, g, gl, self_search = _split_args(
         query_embeddings, query_labels, gallery_embeddings, gallery_labels
     )
     dtype = _common_dtype(q, g)
     q, g = q.astype(dtype, copy=False), g.astype(dtype, copy=False)
+    common = 0  # Euclidean: distances are computed on rows scaled by 2^-common (exact)
     if metric == "cosine":
         q, g = _normalize(q), _normalize(g)
+    else:
+        common = _global_exponent(q, g)
+        q, g = np.ldexp(q, -common).astype(dtype), np.ldexp(g, -common).astype(dtype)
     if thresholds is None:
         if metric == "cosine":
             thresholds = np.linspace(-1.0, 1.0, 101)
@@ -712,8 +975,19 @@ def match_f1_sweep(
             span = np.sqrt(np.max(np.sum(q.astype(np.float64) ** 2, 1))) + np.sqrt(
                 np.max(np.sum(g.astype(np.float64) ** 2, 1))
             )
-            thresholds = np.linspace(0.0, span, 101)
-    thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+            thresholds = np.linspace(0.0, np.ldexp(span, common), 101)
+    try:
+        thresholds = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`thresholds` must be a 1-D array of numbers. Received: thresholds={thresholds!r}"
+        ) from None
+    if thresholds.ndim > 1:
+        raise ValueError(
+            "`thresholds` must be a 1-D array (it is not flattened). "
+            f"Received: thresholds with shape {thresholds.shape}"
+        )
+    thresholds = thresholds.reshape(-1)
     if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
         raise ValueError(
             "`thresholds` must be a non-empty array of finite values. "
@@ -722,7 +996,7 @@ def match_f1_sweep(
     thresholds = np.unique(thresholds)
     n_t = thresholds.size
     # Work in "higher is better" score space: s >= s_t  <=>  item is in the match set.
-    score_t = thresholds if metric == "cosine" else -thresholds
+    score_t = thresholds if metric == "cosine" else -np.ldexp(thresholds, -common)
     asc = np.sort(score_t)  # bin edges; bin b counts thresholds with asc <= s
     true_size = np.array(
         [np.count_nonzero(gl == lab) for lab in ql.tolist()], dtype=np.float64

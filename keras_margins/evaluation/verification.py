@@ -18,6 +18,8 @@ from keras_margins.evaluation.retrieval import (
     _check_embeddings,
     _check_labels,
     _normalize,
+    _row_exponents,
+    _scale_rows,
 )
 
 DEFAULT_FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
@@ -65,7 +67,19 @@ def _check_scores(scores, issame):
 
 
 def _check_fars(far_targets):
-    fars = np.asarray(far_targets, dtype=np.float64).reshape(-1)
+    try:
+        fars = np.asarray(far_targets, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`far_targets` must be a list of numbers in (0, 1]. "
+            f"Received: far_targets={far_targets!r}"
+        ) from None
+    if fars.ndim > 1:
+        raise ValueError(
+            "`far_targets` must be a 1-D list of numbers (it is not flattened). "
+            f"Received: far_targets with shape {fars.shape}"
+        )
+    fars = fars.reshape(-1)
     if fars.size == 0 or not np.all((fars > 0) & (fars <= 1)):
         raise ValueError(
             f"`far_targets` must be a non-empty list of values in (0, 1]. "
@@ -83,7 +97,9 @@ def pair_scores(embeddings_a, embeddings_b, metric="cosine"):
     """Score each pair ``(embeddings_a[i], embeddings_b[i])``.
 
     ``cosine``: ``a.b / (|a| |b|)``; ``euclidean``: ``|a - b|`` (a distance, lower = more
-    similar). Computed in float64.
+    similar). Computed in float64, on rows scaled by powers of two, so any finite magnitude
+    works (no overflow of squared norms, no norm floor). NaN or infinite embeddings are a
+    ``ValueError``.
 
     Args:
         embeddings_a: ``(num_pairs, D)``.
@@ -109,7 +125,11 @@ def pair_scores(embeddings_a, embeddings_b, metric="cosine"):
         )
     if metric == "cosine":
         return np.sum(_normalize(a) * _normalize(b), axis=1)
-    return np.sqrt(np.sum((a - b) ** 2, axis=1))
+    # Each pair scaled by one power of two (exact), so neither a - b nor the squared distance
+    # overflows or underflows at any magnitude; the distance is scaled back.
+    e = np.maximum(_row_exponents(a), _row_exponents(b))
+    diff = _scale_rows(a, e) - _scale_rows(b, e)
+    return np.ldexp(np.sqrt(np.sum(diff * diff, axis=1)), e)
 
 
 # --------------------------------------------------------------------------------------------
