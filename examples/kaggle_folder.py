@@ -227,7 +227,7 @@ def main(argv=None):
                         help="XLA (helps on GPUs; several times slower on CPU here)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    epochs = args.epochs or (6 if args.smoke else 12)
+    epochs = args.epochs or (6 if args.smoke else 8)
     args.batch_size = args.batch_size or (16 if args.smoke else 64)
     image_size = args.image_size or (32 if args.smoke else 64)
     timings = {}

@@ -85,12 +85,15 @@ def load_model(path, custom_objects=None, compile=True, safe_mode=True):
         >>> model, _ = km.build_models(backbone, km.ArcFace(num_classes=3))
         >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         >>> x, y = np.ones((6, 8), "float32"), np.arange(6) % 3
-        >>> _ = model.fit([x, y], y, verbose=0)
+        >>> _ = model.fit([x, y], y, epochs=3, verbose=0)
         >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
         >>> model.save(path)
         >>> keras.config.set_dtype_policy("float32")  # as in a fresh process
-        >>> int(km.load_model(path).optimizer.iterations)
-        1
+        >>> loaded = km.load_model(path)
+        >>> type(loaded.optimizer).__name__
+        'LossScaleOptimizer'
+        >>> int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+        True
         >>> keras.config.dtype_policy().name  # the global policy is left as it was
         'float32'
     """

@@ -68,7 +68,7 @@ def test_kaggle_folder_smoke(tmp_path):
     assert 0.0 <= summary["threshold"] <= 1.0 and math.isfinite(summary["val_f1"])
     # Training learned something about identities it never saw: better than matching every
     # item with everything (F1 of 1/3 with the 5 validation groups).
-    assert summary["val_f1"] > 0.36
+    assert summary["val_f1"] > 0.35
 
     # The checkpoint and the SavedModel, which serves the same embeddings.
     assert (out / "best.keras").is_file()
