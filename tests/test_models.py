@@ -38,8 +38,11 @@ def test_one_hot_label_input_gives_the_sparse_logits(rng, tmp_path):
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(loaded.predict([x, y1], verbose=0),
                                one_hot_model.predict([x, y1], verbose=0), atol=1e-6)
-    # The embedding model is the same as with sparse labels.
+    # The embedding model is the same as with sparse labels, and export finds it.
     assert [tuple(t.shape) for t in embed.inputs] == [(None, 8)]
+    found = km.get_embedding_model(one_hot_model)
+    np.testing.assert_allclose(found.predict(x, verbose=0), embed.predict(x, verbose=0),
+                               atol=1e-6)
 
 
 def test_label_dtypes():
