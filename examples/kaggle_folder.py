@@ -146,7 +146,8 @@ def image_dataset(folder, files, labels, image_size, batch_size, shuffle=False, 
         return tf.cast(image, tf.float32)
 
     if labels is None:
-        ds = tf.data.Dataset.from_tensor_slices(paths).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.from_tensor_slices(paths)
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, "int32")))
         if shuffle:

@@ -95,7 +95,9 @@ class _Source:
         self.x = x
         if self.kind == "arrays":
             if y is None:
-                raise ValueError(f"`{y_name}` is required when `{name}` is an array. Received: None")
+                raise ValueError(
+                    f"`{y_name}` is required when `{name}` is an array. Received: None"
+                )
             self.y = np.asarray(y).reshape(-1) if np.ndim(y) <= 1 else _labels_of_batch(y_name, y)
             n = self.num_samples()
             if self.y.shape[0] != n:
@@ -296,6 +298,13 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         gallery_y: Retrieval gallery labels (``None`` when ``gallery_x`` yields labels).
             Defaults to ``None``.
         ks: Positive integer cut-offs of recall@k for retrieval. Defaults to ``(1, 5)``.
+        prefix: Prefix of the log names, a string. Defaults to ``None``:
+            ``"val_verification_"``, ``"val_retrieval_"`` or ``"val_match_f1_"``.
+        batch_size: Batch size used to embed in-memory arrays (streams keep their own).
+            Defaults to ``256``.
+        verbose: ``0`` silent; ``1`` a progress bar over the embedding batches and a line with
+            the metrics; ``"auto"`` the same as ``1`` only when evaluation takes at least
+            ``50`` batches (of a known number). Defaults to ``"auto"``.
         new_label: Retrieval only: the "new individual" label of MAP@5; queries whose label is
             absent from the gallery are scored against it. Defaults to ``None``.
         new_threshold: Retrieval only: similarity (distance) below (above) which ``new_label``
@@ -304,13 +313,6 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
             on ``[-1, 1]`` (cosine).
         collapse_threshold: Mean inter-class cosine in ``(0, 1]`` at which to warn, or
             ``None`` to disable the check. Defaults to ``0.95``.
-        prefix: Prefix of the log names, a string. Defaults to ``None``:
-            ``"val_verification_"``, ``"val_retrieval_"`` or ``"val_match_f1_"``.
-        batch_size: Batch size used to embed in-memory arrays (streams keep their own).
-            Defaults to ``256``.
-        verbose: ``0`` silent; ``1`` a progress bar over the embedding batches and a line with
-            the metrics; ``"auto"`` the same as ``1`` only when evaluation takes at least
-            ``50`` batches (of a known number). Defaults to ``"auto"``.
 
     Attributes:
         reports: ``{epoch: report}``, the full :class:`keras_margins.VerificationReport` (or
@@ -325,7 +327,8 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         >>> x, y = rng.normal(size=(64, 8)).astype("float32"), np.repeat(np.arange(8), 8)
         >>> backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
         >>> train_model, embed_model = km.build_models(backbone, km.ArcFace(num_classes=8))
-        >>> train_model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> train_model.compile("adam",
+        ...                     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         >>> cb = EmbeddingEvaluation(x, y, embed_model, num_pairs=200, n_folds=5)
         >>> history = train_model.fit([x, y], y, epochs=1, callbacks=[cb], verbose=0)
         >>> "val_verification_auc" in history.history
@@ -347,13 +350,13 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         gallery_x=None,
         gallery_y=None,
         ks=(1, 5),
+        prefix=None,
+        batch_size=256,
+        verbose="auto",
         new_label=None,
         new_threshold=None,
         thresholds=None,
         collapse_threshold=0.95,
-        prefix=None,
-        batch_size=256,
-        verbose="auto",
     ):
         super().__init__()
         self.task = check_choice("task", task, _TASKS)
@@ -364,7 +367,9 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         self.n_folds = check_int("n_folds", n_folds, minimum=2)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         if isinstance(verbose, bool) or verbose not in (0, 1, "auto"):
-            raise ValueError(f"`verbose` must be one of [0, 1, 'auto']. Received: verbose={verbose!r}")
+            raise ValueError(
+                f"`verbose` must be one of [0, 1, 'auto']. Received: verbose={verbose!r}"
+            )
         self.verbose = verbose
         if embedding_model is not None and not isinstance(embedding_model, keras.Model):
             raise ValueError(
@@ -510,7 +515,10 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         gallery = gallery_y = None
         if self._gallery is not None:
             gallery, gallery_y = self._embed(model, self._gallery, None)
-        if not np.all(np.isfinite(emb)) or (gallery is not None and not np.all(np.isfinite(gallery))):
+        finite = np.all(np.isfinite(emb))
+        if gallery is not None:
+            finite = finite and np.all(np.isfinite(gallery))
+        if not finite:
             warnings.warn(
                 "EmbeddingEvaluation: the model produced NaN or infinite embeddings; "
                 "metrics are logged as NaN for this epoch.",
@@ -522,8 +530,8 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         self._last_collapse = None
         if self.collapse_threshold is not None:
             both = emb if gallery is None else np.concatenate([emb, gallery])
-            both_y = y if gallery is None else np.concatenate([np.asarray(y, dtype=object),
-                                                                np.asarray(gallery_y, dtype=object)])
+            both_y = y if gallery is None else np.concatenate(
+                [np.asarray(y, dtype=object), np.asarray(gallery_y, dtype=object)])
             value = _inter_class_cosine(both, both_y)
             self._last_collapse = value
             if value is not None and value >= self.collapse_threshold:
