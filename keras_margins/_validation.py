@@ -49,3 +49,13 @@ def check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
     return value
+
+
+def check_flag(name, value):
+    """Return ``value`` as a ``bool``; only ``True``/``False`` (or NumPy booleans) are accepted.
+
+    Strings such as ``"no"`` are truthy in Python, so they are rejected rather than read.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")

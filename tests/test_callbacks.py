@@ -140,3 +140,191 @@ def test_non_finite_embeddings_are_logged_as_nan(digits):
         cb.on_epoch_end(1, logs)
     assert set(logs) >= {"val_verification_auc", "val_verification_accuracy"}
     assert all(np.isnan(v) for v in logs.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Streamed validation data, match_f1, new_label, collapse warning, argument checks (issues 16, 12)
+# --------------------------------------------------------------------------------------------
+
+
+class _DigitBatches(keras.utils.PyDataset):
+    def __init__(self, x, y, batch_size):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i):
+        s = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        return self.x[s], self.y[s]
+
+
+def _streams(x, y):
+    import tensorflow as tf
+
+    return {
+        "tf_data_pairs": (tf.data.Dataset.from_tensor_slices((x, y)).batch(37), None),
+        "tf_data_triples": (
+            tf.data.Dataset.from_tensor_slices((x, y, np.ones(len(y), "float32"))).batch(50),
+            None,
+        ),
+        "tf_data_one_hot": (
+            tf.data.Dataset.from_tensor_slices((x, np.eye(10, dtype="float32")[y])).batch(64),
+            None,
+        ),
+        "tf_data_inputs_only": (tf.data.Dataset.from_tensor_slices(x).batch(20), y),
+        "py_dataset": (_DigitBatches(x, y, 33), None),
+        "generator_function": (lambda: ((x[i:i + 25], y[i:i + 25]) for i in range(0, len(x), 25)),
+                               None),
+    }
+
+
+@pytest.mark.parametrize("task", ["verification", "retrieval", "match_f1"])
+def test_streamed_inputs_give_the_array_results(digits, task):
+    _, _, x_new, y_new = digits
+    _, embed_model = make_models()
+    kwargs = dict(embedding_model=embed_model, task=task, verbose=0)
+    if task == "verification":
+        kwargs.update(num_pairs=400, n_folds=5)
+    reference, _ = EmbeddingEvaluation(x_new, y_new, **kwargs).evaluate()
+    for name, (stream, labels) in _streams(x_new, y_new).items():
+        cb = EmbeddingEvaluation(stream, labels, **kwargs)
+        for _ in range(2):  # re-iterated at every evaluation
+            scalars, _ = cb.evaluate()
+            assert scalars.keys() == reference.keys(), name
+            for key, value in reference.items():
+                assert scalars[key] == pytest.approx(value, abs=1e-6), (name, key)
+
+
+def test_stream_inside_fit_and_as_gallery(digits):
+    import tensorflow as tf
+
+    x, y, x_new, y_new = digits
+    train_model, embed_model = make_models()
+    half = len(x_new) // 2
+    queries = tf.data.Dataset.from_tensor_slices((x_new[:half], y_new[:half])).batch(16)
+    gallery = tf.data.Dataset.from_tensor_slices((x_new[half:], y_new[half:])).batch(16)
+    cb = EmbeddingEvaluation(queries, embedding_model=embed_model, task="retrieval",
+                             gallery_x=gallery, verbose=0)
+    history = train_model.fit([x, y], y, epochs=2, batch_size=64, callbacks=[cb], verbose=0)
+    emb = embed_model.predict(x_new, verbose=0)
+    ref = km.retrieval_metrics(emb[:half], y_new[:half], emb[half:], y_new[half:], ks=(1, 5))
+    assert history.history["val_retrieval_map_at_r"][-1] == pytest.approx(ref["map@r"], abs=1e-6)
+
+
+def test_shuffled_stream_is_refused_for_verification(digits):
+    import tensorflow as tf
+
+    _, _, x_new, y_new = digits
+    _, embed_model = make_models()
+    ds = tf.data.Dataset.from_tensor_slices((x_new, y_new)).shuffle(1000, seed=None).batch(64)
+    cb = EmbeddingEvaluation(ds, embedding_model=embed_model, num_pairs=200, verbose=0)
+    cb.evaluate()
+    with pytest.raises(ValueError, match="different order"):
+        for _ in range(3):  # a reshuffle giving the same order three times is ~impossible
+            cb.evaluate()
+
+
+def test_match_f1_and_new_label_tasks_match_offline(digits):
+    _, _, x_new, y_new = digits
+    _, embed_model = make_models()
+    emb = embed_model.predict(x_new, verbose=0)
+    cb = EmbeddingEvaluation(x_new, y_new, embed_model, task="match_f1",
+                             thresholds=np.linspace(0, 1, 21), verbose=0)
+    logs = {}
+    cb.on_epoch_end(0, logs)
+    ref = km.match_f1_sweep(emb, y_new, thresholds=np.linspace(0, 1, 21))
+    assert logs["val_match_f1_best_f1"] == pytest.approx(ref["best_f1"], abs=1e-9)
+    assert logs["val_match_f1_best_threshold"] == pytest.approx(ref["best_threshold"])
+    # Happywhale MAP@5: queries of identity 9 are absent from the gallery -> "new".
+    gallery_mask = (y_new != 9) & (np.arange(len(y_new)) % 2 == 0)
+    query_mask = ~gallery_mask
+    cb = EmbeddingEvaluation(x_new[query_mask], y_new[query_mask], embed_model,
+                             task="retrieval", gallery_x=x_new[gallery_mask],
+                             gallery_y=y_new[gallery_mask], new_label=-1, new_threshold=0.5,
+                             verbose=0)
+    scalars, _ = cb.evaluate()
+    ref = km.retrieval_metrics(emb[query_mask], y_new[query_mask], emb[gallery_mask],
+                               y_new[gallery_mask], ks=(1, 5), new_label=-1, new_threshold=0.5)
+    assert scalars["map@5"] == pytest.approx(ref["map@5"], abs=1e-12)
+    no_new = km.retrieval_metrics(emb[query_mask], y_new[query_mask], emb[gallery_mask],
+                                  y_new[gallery_mask], ks=(1, 5))
+    assert scalars["map@5"] != no_new["map@5"]  # the "new" guess changed the score
+
+
+def test_collapse_warning(digits):
+    import warnings
+
+    _, _, x_new, y_new = digits
+    # Every embedding is the same direction up to a tiny perturbation.
+    collapsed = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(8, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-4),
+                           bias_initializer="ones"),
+    ])
+    cb = EmbeddingEvaluation(x_new, y_new, collapsed, num_pairs=200, verbose=0)
+    with pytest.warns(UserWarning, match="collapsed"):
+        cb.on_epoch_end(0, {})
+    assert cb.inter_class_cosine[0] > 0.999
+    # A trained model does not warn, and the statistic matches a brute-force pair average.
+    train_model, embed_model = make_models()
+    x, y = digits[0], digits[1]
+    train_model.fit([x, y], y, epochs=2, batch_size=64, verbose=0)
+    cb = EmbeddingEvaluation(x_new, y_new, embed_model, num_pairs=200, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cb.on_epoch_end(0, {})
+    emb = embed_model.predict(x_new, verbose=0).astype(np.float64)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    sims = emb @ emb.T
+    different = y_new[:, None] != y_new[None, :]
+    assert cb.inter_class_cosine[0] == pytest.approx(sims[different].mean(), abs=1e-9)
+    assert cb.inter_class_cosine[0] < 0.95
+    # Disabled with None.
+    cb = EmbeddingEvaluation(x_new, y_new, collapsed, num_pairs=200, collapse_threshold=None,
+                             verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cb.on_epoch_end(0, {})
+
+
+def test_arguments_checked_at_construction(digits):
+    _, _, x_new, y_new = digits
+    bad = [
+        (dict(task="retrieval", ks=(1.5,)), "ks"),
+        (dict(task="retrieval", ks=()), "ks"),
+        (dict(task="retrieval", ks=5), "ks"),
+        (dict(task="retrieval", ks=(True,)), "ks"),
+        (dict(task="retrieval", ks=(0,)), "ks"),
+        (dict(task="retrieval", ks=(10_000,)), "ks"),
+        (dict(far_targets=(2.0,)), "far_targets"),
+        (dict(far_targets=()), "far_targets"),
+        (dict(far_targets="0.1"), "far_targets"),
+        (dict(prefix=3), "prefix"),
+        (dict(task="retrieval", new_threshold=0.5), "new_label"),
+        (dict(new_label="new"), "new_label"),
+        (dict(thresholds=[0.5]), "thresholds"),
+        (dict(task="match_f1", thresholds=[]), "thresholds"),
+        (dict(task="match_f1", thresholds=[np.nan]), "thresholds"),
+        (dict(collapse_threshold=0.0), "collapse_threshold"),
+        (dict(collapse_threshold="yes"), "collapse_threshold"),
+        (dict(verbose=True), "verbose"),
+        (dict(task="verification", gallery_x=x_new, gallery_y=y_new), "gallery_x"),
+        (dict(n_folds=500, num_pairs=200), "n_folds"),
+    ]
+    for kwargs, name in bad:
+        with pytest.raises(ValueError, match=name):
+            EmbeddingEvaluation(x_new, y_new, **kwargs)
+    with pytest.raises(ValueError, match="one-shot generator"):
+        EmbeddingEvaluation((b for b in [(x_new, y_new)]))
+    with pytest.raises(ValueError, match="`x`"):
+        EmbeddingEvaluation("images/")
+    with pytest.raises(ValueError, match="`y`"):
+        EmbeddingEvaluation(x_new)
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match="`y` must be None"):
+        EmbeddingEvaluation(tf.data.Dataset.from_tensor_slices((x_new, y_new)).batch(8), y_new)
+    with pytest.raises(ValueError, match="inputs only"):
+        EmbeddingEvaluation(tf.data.Dataset.from_tensor_slices(x_new).batch(8))
