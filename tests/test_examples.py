@@ -23,12 +23,16 @@ TIMEOUT_S = 300
 SLOW = {"compare_heads.py", "export_and_serve.py"}
 
 
+# Examples whose smoke run has a test module of its own.
+TESTED_ELSEWHERE = {"kaggle_folder.py"}  # tests/test_kaggle_folder.py
+
+
 def _smoke_scripts():
     scripts = []
     for path in sorted(glob.glob(os.path.join(EXAMPLES, "*.py"))):
         name = os.path.basename(path)
         with open(path, encoding="utf-8") as f:
-            if name not in SHARED_MODULES and "--smoke" in f.read():
+            if name not in SHARED_MODULES | TESTED_ELSEWHERE and "--smoke" in f.read():
                 scripts.append(name)
     return scripts
 
