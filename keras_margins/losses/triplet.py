@@ -404,14 +404,10 @@ class TripletLoss(BatchLoss):
         self.distance_metric = distance_metric
         self.soft = soft
 
-    def call(self, y_true, y_pred):
-        loss = triplet_loss(
+    def batch_loss(self, y_true, y_pred):
+        return triplet_loss(
             y_true, y_pred, self.margin, self.mining, self.distance_metric, self.soft
         )
-        # One value per sample (the batch's loss, repeated), so that Keras's reduction gives the
-        # batch loss back and, under tf.distribute, scales it by 1 / replicas like any
-        # per-sample loss (a scalar would be left unscaled and the gradients summed).
-        return ops.broadcast_to(loss, ops.shape(y_pred)[:1])
 
     def active_fraction_metric(self, name="active_triplet_fraction"):
         """A :class:`ActiveTripletFraction` metric with this loss's settings."""
