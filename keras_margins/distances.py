@@ -119,11 +119,24 @@ def check_distance_metric(distance_metric):
     if callable(distance_metric):
         return distance_metric
     if not isinstance(distance_metric, str) or distance_metric not in DISTANCE_METRICS:
+        hint = _METRIC_HINTS.get(str(distance_metric).lower().replace("_", ""), "")
         raise ValueError(
-            f"`distance_metric` must be one of {list(DISTANCE_METRICS)} or a callable. "
+            f"`distance_metric` must be one of {list(DISTANCE_METRICS)} or a callable{hint}. "
             f"Received: distance_metric={distance_metric!r}"
         )
     return distance_metric
+
+
+# The names other APIs use for the same distances (PairDistance's `metric`, scikit-learn,
+# older tensorflow-addons), named in the error message rather than accepted silently.
+_METRIC_HINTS = {
+    "euclidean": " ('euclidean' is 'L2' here)",
+    "l2": " (names are case-sensitive: 'L2')",
+    "sqeuclidean": " ('sqeuclidean' is 'squared-L2' here)",
+    "squaredl2": " (names are case-sensitive: 'squared-L2')",
+    "squared-l2": " (names are case-sensitive: 'squared-L2')",
+    "cosine": " (1 - cosine similarity is 'angular' here)",
+}
 
 
 def pairwise_distance(embeddings, distance_metric="L2"):

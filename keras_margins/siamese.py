@@ -3,10 +3,22 @@
 import keras
 from keras import ops
 
-from keras_margins._validation import check_choice
 from keras_margins.distances import _power_of_two_scale, _row_normalize, safe_sqrt
 
 PAIR_METRICS = ("euclidean", "cosine")
+
+# The triplet losses' `distance_metric` names for the same distances, named in the error message.
+_PAIR_METRIC_HINTS = {"l2": "euclidean", "angular": "cosine"}
+
+
+def _check_metric(metric):
+    if isinstance(metric, str) and metric in PAIR_METRICS:
+        return metric
+    hint = _PAIR_METRIC_HINTS.get(str(metric).lower())
+    hint = f" ({metric!r} is {hint!r} here)" if hint else ""
+    raise ValueError(
+        f"`metric` must be one of {list(PAIR_METRICS)}{hint}. Received: metric={metric!r}"
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -48,7 +60,7 @@ class PairDistance(keras.layers.Layer):
     def __init__(self, metric="euclidean", **kwargs):
         kwargs["autocast"] = False
         super().__init__(**kwargs)
-        self.metric = check_choice("metric", metric, PAIR_METRICS)
+        self.metric = _check_metric(metric)
 
     def build(self, input_shape):
         _check_pair_shapes(input_shape)
@@ -122,7 +134,7 @@ def build_siamese_model(backbone, metric="euclidean", name="siamese"):
         >>> siamese = build_siamese_model(backbone)
         >>> siamese.compile(optimizer="adam", loss=km.ContrastiveLoss(margin=1.0))
     """
-    check_choice("metric", metric, PAIR_METRICS)
+    _check_metric(metric)
     if not isinstance(backbone, keras.Model):
         raise TypeError(
             "`backbone` must be a keras.Model mapping one input to embeddings (batch_size, dim). "

@@ -118,3 +118,11 @@ def test_squared_l2_overflows_only_where_the_result_is_not_representable(x):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e31)
     assert np.all(np.isinf(np.asarray(pairwise_distance(x * np.float32(1e20), "squared-L2")))
                   [~np.eye(12, dtype=bool)])
+
+
+@pytest.mark.parametrize(
+    "name, hint", [("euclidean", "'L2' here"), ("cosine", "'angular' here"), ("l2", "'L2'")]
+)
+def test_other_vocabularies_get_a_hint(x, name, hint):
+    with pytest.raises(ValueError, match=f"distance_metric.*{hint}.*Received: distance_metric"):
+        pairwise_distance(x, name)

@@ -155,3 +155,9 @@ def test_two_input_backbone_is_rejected():
     two = keras.Model([i1, i2], keras.layers.Add()([i1, i2]))
     with pytest.raises(ValueError, match="backbone"):
         build_siamese_model(two)
+
+
+@pytest.mark.parametrize("name, hint", [("L2", "'euclidean' here"), ("angular", "'cosine' here")])
+def test_triplet_vocabulary_gets_a_hint(name, hint):
+    with pytest.raises(ValueError, match=f"metric.*{hint}.*Received: metric"):
+        PairDistance(name)
