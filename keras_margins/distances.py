@@ -4,6 +4,7 @@ Everything here computes in float32 whatever the input dtype, uses ``keras.ops``
 ``O(B^2)`` memory for a batch of ``B`` embeddings.
 """
 
+import numpy as np
 from keras import ops
 
 from keras_margins.heads.base import l2_normalize
@@ -184,12 +185,15 @@ def check_labels_and_embeddings(labels, embeddings, labels_name="y_true", embedd
     ``(labels, embeddings)`` as tensors, the labels flattened to ``(B,)``.
     """
     embeddings = ops.convert_to_tensor(embeddings)
-    labels = ops.convert_to_tensor(labels)
-    if "string" in str(labels.dtype) or "bool" in str(labels.dtype):
+    if isinstance(labels, (list, tuple)):
+        labels = np.asarray(labels)
+    kind = getattr(getattr(labels, "dtype", None), "kind", None)  # NumPy: U/S/O are not numbers
+    if kind in ("U", "S", "O") or "string" in str(getattr(labels, "dtype", "")):
         raise TypeError(
             f"`{labels_name}` must hold numeric class labels. "
             f"Received: {labels_name} with dtype {labels.dtype}"
         )
+    labels = ops.convert_to_tensor(labels)
     if len(embeddings.shape) != 2:
         raise ValueError(
             f"`{embeddings_name}` must be a batch of embeddings of shape (batch_size, dim). "

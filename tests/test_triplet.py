@@ -545,3 +545,18 @@ def test_functions_are_registered():
         name = f"keras_margins>{fn.__name__}"
         assert keras.saving.get_registered_object(name) is fn
         assert keras.saving.get_registered_name(fn) == name
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="a variable read at run time by a compiled step: TensorFlow")
+def test_margin_schedule_under_compiled_fit(batch):
+    x, y = batch
+    m = keras.Variable(0.2, dtype="float32", trainable=False)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    model.compile(optimizer="sgd", loss=km.TripletSemiHardLoss(m), jit_compile=True)
+    model.fit(x, y, batch_size=24, epochs=1, verbose=0)
+    for value in (0.2, 0.9):
+        m.assign(value)
+        emb = model.predict(x, verbose=0)
+        got = float(model.evaluate(x, y, batch_size=24, verbose=0))
+        np.testing.assert_allclose(got, ref_semihard(y, emb, value)[0], rtol=1e-4)
