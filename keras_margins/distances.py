@@ -45,23 +45,43 @@ def _zero_diagonal(matrix):
     return ops.where(ops.eye(n, dtype="bool"), matrix * 0.0, matrix)
 
 
-def _power_of_two_scale(max_abs):
-    """A power of two near ``max_abs`` (1 where ``max_abs`` is 0), without gradient.
+# Largest coordinates between 2^-40 and 2^40 keep squared norms well inside float32's normal
+# range (2^-126 .. 2^128, for any realistic dimension): they are used unscaled.
+_UNSCALED_RANGE = (2.0**-40, 2.0**40)
 
-    Dividing by a power of two is exact in floating point (short of underflow), so rescaling
-    embeddings by it changes no value in the normal range; it only keeps squared norms of
-    huge (> 1e19) or tiny (< 1e-19) embeddings representable in float32.
+
+def _power_of_two_scale(max_abs):
+    """A power of two near ``max_abs`` where it lies outside ``[2^-40, 2^40]``, else 1.
+
+    Without gradient. Dividing by a power of two is exact in floating point (short of
+    underflow), so rescaling embeddings by it changes no value; it only keeps squared norms of
+    huge (beyond ~1e19) or tiny embeddings representable in float32. Embeddings in the usual
+    range are not rescaled at all (the result is then bit-for-bit the unscaled formula).
     """
     max_abs = ops.stop_gradient(max_abs)
-    positive = max_abs > 0.0
-    safe = ops.where(positive, max_abs, 1.0)
-    return ops.where(positive, ops.power(2.0, ops.round(ops.log2(safe))), 1.0)
+    low, high = _UNSCALED_RANGE
+    usual = ops.logical_or(
+        ops.logical_and(max_abs >= low, max_abs <= high), ops.equal(max_abs, 0.0)
+    )
+    safe = ops.where(usual, 1.0, max_abs)
+    return ops.where(usual, 1.0, ops.power(2.0, ops.round(ops.log2(safe))))
 
 
 def _scaled_rows(x):
     """``(u, s)`` with ``x = s * u``, ``s`` a power of two near the batch's largest ``|x|``."""
     s = _power_of_two_scale(ops.max(ops.abs(x), initial=0.0))
     return x / s, s
+
+
+def _rescale(d, factor, square=False):
+    """``d * factor`` (``d * factor^2`` with ``square``), skipped by a ``cond`` when it is 1.
+
+    The ``cond`` also materializes ``d``: multiplied in place, XLA fuses the whole elementwise
+    distance chain into each of the mining's consumers and the semi-hard loss ran ~1.7x slower
+    (B = 1024, CPU).
+    """
+    scaled = (lambda: (d * factor) * factor) if square else (lambda: d * factor)
+    return ops.cond(ops.equal(factor, 1.0), lambda: d, scaled)
 
 
 def _squared_l2_unit(u):
@@ -81,7 +101,7 @@ def squared_l2_distance(embeddings):
     NaN (or inf) anywhere in the batch makes the whole matrix NaN.
     """
     u, s = _scaled_rows(ops.cast(embeddings, "float32"))
-    return (_squared_l2_unit(u) * s) * s
+    return _rescale(_squared_l2_unit(u), s, square=True)
 
 
 def l2_distance(embeddings):
@@ -92,7 +112,7 @@ def l2_distance(embeddings):
     NaN.
     """
     u, s = _scaled_rows(ops.cast(embeddings, "float32"))
-    return safe_sqrt(_squared_l2_unit(u)) * s
+    return _rescale(safe_sqrt(_squared_l2_unit(u)), s)
 
 
 def _row_normalize(x, axis=-1):
