@@ -560,3 +560,16 @@ def test_margin_schedule_under_compiled_fit(batch):
         emb = model.predict(x, verbose=0)
         got = float(model.evaluate(x, y, batch_size=24, verbose=0))
         np.testing.assert_allclose(got, ref_semihard(y, emb, value)[0], rtol=1e-4)
+
+
+def test_terminate_on_nan_fires_for_nan_embeddings(batch):
+    """Old code: the safe square root turned NaN distances into 0 and the fit went on."""
+    x, y = batch
+    x = np.concatenate([x] * 3)
+    y = np.concatenate([y] * 3)
+    x[30, 0] = np.nan  # one bad sample in the second batch
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    model.compile(optimizer="sgd", loss=km.TripletSemiHardLoss())
+    history = model.fit(x, y, batch_size=24, epochs=3, shuffle=False, verbose=0,
+                        callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert model.stop_training and len(history.history["loss"]) == 1
