@@ -59,3 +59,62 @@ def check_flag(name, value):
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return bool(value)
     raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+
+
+def _is_tensor_like(value):
+    """A backend tensor, a Keras variable or a NumPy array (not a Python or NumPy scalar)."""
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(
+        value, numbers.Number
+    )
+
+
+def check_float_or_tensor(name, value, low, high, reason):
+    """A real number checked to lie in ``[low, high]``, or a scalar tensor / variable as is.
+
+    Python and NumPy numbers (and 0-d NumPy arrays) are checked now: ``ValueError`` naming the
+    argument for a non-number, a non-finite value or a value outside ``[low, high]``; ``reason``
+    says why ``high`` is the bound. A backend tensor or a ``keras.Variable`` (a schedule may
+    change it) must have a static scalar shape and a numeric dtype; its value cannot be checked
+    under tracing, so the loss using it maps an out-of-range value to NaN
+    (:func:`margin_or_nan`).
+    """
+    if _is_tensor_like(value):
+        shape = tuple(value.shape)
+        dtype = str(value.dtype)
+        if "float" not in dtype and "int" not in dtype:
+            raise ValueError(
+                f"`{name}` must be a real number or a float scalar tensor. "
+                f"Received: {name}={value!r} with dtype {dtype}"
+            )
+        if len(shape) != 0:
+            raise ValueError(
+                f"`{name}` must be a scalar. Received: {name} with shape {shape}"
+            )
+        if type(value).__module__.startswith("numpy"):
+            value = value.item()
+        else:
+            return value
+    value = check_float(name, value, low=low)
+    if value > high:
+        raise ValueError(f"`{name}` must be <= {high:g} ({reason}). Received: {name}={value:g}")
+    return value
+
+
+def margin_or_nan(value, low, high):
+    """``value`` as a float32 tensor: a checked Python float as is, a tensor mapped to NaN where
+    it is not in ``[low, high]`` (NaN included), so that a bad scheduled value gives NaN."""
+    from keras import ops
+
+    if isinstance(value, float):
+        return value
+    v = ops.cast(value, "float32")
+    return ops.where(ops.logical_and(v >= low, v <= high), v, float("nan"))
+
+
+def float_config(value):
+    """A margin for ``get_config``: a Python float (a variable or tensor: its current value)."""
+    if isinstance(value, float):
+        return value
+    from keras import ops
+
+    return float(ops.convert_to_numpy(value))

@@ -104,3 +104,64 @@ def test_keras_file_round_trip_keeps_the_loss(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.loss.get_config() == model.loss.get_config()
+
+
+# ------------------------------------------------------------------ issue 12: bad inputs
+@pytest.mark.parametrize("label", [2.0, -1.0, 0.5, np.nan])
+def test_label_outside_0_1_gives_nan(pairs, label):
+    y, d = pairs
+    y = y.astype("float32")
+    y[4] = label
+    per_pair = np.asarray(km.contrastive_loss(y, d))
+    assert np.isnan(per_pair[4]) and np.all(np.isfinite(np.delete(per_pair, 4)))
+    assert np.isnan(float(km.ContrastiveLoss()(y, d)))
+
+
+@pytest.mark.parametrize(
+    "y_shape, d_shape", [((4, 1), (4, 3)), ((4,), (5,)), ((4, 3), (4,)), ((2, 2), (4,))]
+)
+def test_mismatched_shapes_are_not_broadcast(y_shape, d_shape):
+    with pytest.raises(ValueError, match="y_true.*y_pred"):
+        km.ContrastiveLoss()(np.zeros(y_shape), np.zeros(d_shape, "float32"))
+    with pytest.raises(ValueError, match="shape"):
+        km.contrastive_loss(np.zeros(y_shape), np.zeros(d_shape, "float32"))
+
+
+def test_nan_distance_gives_nan(pairs):
+    y, d = pairs
+    d = d.copy()
+    d[[0, 1]] = np.nan
+    assert np.isnan(float(km.ContrastiveLoss()(y, d)))
+
+
+def test_margin_bound_for_float32():
+    with pytest.raises(ValueError, match="margin.*float32"):
+        km.ContrastiveLoss(margin=1e20)
+    assert km.ContrastiveLoss(margin=1e19).margin == 1e19
+
+
+# ------------------------------------------------------------------ issue 15: tfa compatibility
+def test_positional_order_is_tfas():
+    """tfa: ContrastiveLoss(margin, reduction, name). Intended change: the old order was
+    (margin, name), so ContrastiveLoss(1.0, "sum") was a loss named "sum" with the mean."""
+    loss = km.ContrastiveLoss(2.0, "sum", "cl")
+    assert (loss.margin, loss.reduction, loss.name) == (2.0, "sum", "cl")
+
+
+def test_margin_as_variable(pairs):
+    y, d = pairs
+    m = keras.Variable(0.5, dtype="float32")
+    loss = km.ContrastiveLoss(margin=m)
+    np.testing.assert_allclose(float(loss(y, d)), ref_contrastive(y, d, 0.5).mean(), rtol=1e-6)
+    m.assign(1.5)
+    np.testing.assert_allclose(float(loss(y, d)), ref_contrastive(y, d, 1.5).mean(), rtol=1e-6)
+    got = km.contrastive_loss(y, d, margin=keras.ops.convert_to_tensor(1.5))
+    np.testing.assert_allclose(to_numpy(got), ref_contrastive(y, d, 1.5), rtol=1e-6, atol=1e-7)
+    m.assign(-1.0)
+    assert np.isnan(float(loss(y, d)))
+
+
+def test_function_is_registered():
+    assert keras.saving.get_registered_object("keras_margins>contrastive_loss") is (
+        km.contrastive_loss
+    )

@@ -88,3 +88,41 @@ def test_masks_match_brute_force(rng, shape):
 def test_bad_metric_names_the_argument(x):
     with pytest.raises(ValueError, match="distance_metric"):
         pairwise_distance(x, "cosine")
+
+
+# ------------------------------------------------------------------ NaN and magnitude (issue 12)
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular"])
+def test_nan_embedding_gives_nan_distances(x, metric):
+    bad = x.copy()
+    bad[2, 3] = np.nan
+    d = np.asarray(pairwise_distance(bad, metric))
+    assert np.all(np.isnan(d[2])) and np.all(np.isnan(d[:, 2]))
+
+
+def test_safe_sqrt_keeps_nan():
+    assert np.isnan(np.asarray(safe_sqrt(np.array([np.nan], "float32")))[0])
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e20, 1e30, 1e36])
+def test_l2_and_angular_are_scale_invariant(x, scale):
+    ref = euclidean_distances(x.astype("float64"))
+    got = np.asarray(pairwise_distance(x * np.float32(scale), "L2"))
+    np.testing.assert_allclose(got / scale, ref, rtol=1e-5, atol=2e-5)
+    ang = np.asarray(pairwise_distance(x * np.float32(scale), "angular"))
+    np.testing.assert_allclose(ang, np.asarray(pairwise_distance(x, "angular")), atol=1e-6)
+
+
+def test_squared_l2_overflows_only_where_the_result_is_not_representable(x):
+    got = np.asarray(pairwise_distance(x * np.float32(1e18), "squared-L2"))  # values ~1e36
+    ref = euclidean_distances(x.astype("float64"), squared=True) * 1e36
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e31)
+    assert np.all(np.isinf(np.asarray(pairwise_distance(x * np.float32(1e20), "squared-L2")))
+                  [~np.eye(12, dtype=bool)])
+
+
+@pytest.mark.parametrize(
+    "name, hint", [("euclidean", "'L2' here"), ("cosine", "'angular' here"), ("l2", "'L2'")]
+)
+def test_other_vocabularies_get_a_hint(x, name, hint):
+    with pytest.raises(ValueError, match=f"distance_metric.*{hint}.*Received: distance_metric"):
+        pairwise_distance(x, name)

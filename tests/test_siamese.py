@@ -94,3 +94,70 @@ def test_siamese_contrastive_fit_on_digits():
     ta, tb, tsame = _pairs(x_test, y_test, 1000, seed=1)
     d = siamese.predict([ta, tb], verbose=0)
     assert d[tsame == 1].mean() < 0.5 * d[tsame == 0].mean()
+
+
+# ------------------------------------------------------------------ issue 12: bad inputs
+@pytest.mark.parametrize(
+    "shape_a, shape_b",
+    [((4, 8), (1, 8)), ((4, 8), (4, 7)), ((4, 8, 2), (4, 8, 2)), ((4,), (4,))],
+)
+def test_pair_shapes_are_not_broadcast(shape_a, shape_b):
+    a, b = np.zeros(shape_a, "float32"), np.zeros(shape_b, "float32")
+    with pytest.raises(ValueError, match="PairDistance"):
+        PairDistance()([a, b])
+    with pytest.raises(ValueError, match="PairDistance"):
+        PairDistance("cosine")([keras.Input(shape_a[1:], batch_size=shape_a[0]),
+                                keras.Input(shape_b[1:], batch_size=shape_b[0])])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_nan_embedding_gives_nan_distance(ab, metric):
+    a, b = ab
+    a = a.copy()
+    a[2, 1] = np.nan
+    d = np.asarray(PairDistance(metric)([a, b]))
+    assert np.isnan(d[2]) and np.all(np.isfinite(np.delete(d, 2)))
+
+
+def test_nan_pair_gives_nan_contrastive_loss(ab):
+    a, b = ab
+    a = a.copy()
+    a[0, 0] = np.nan
+    d = PairDistance()([a, b])
+    assert np.isnan(float(km.ContrastiveLoss()(np.ones(10), d)))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e20, 1e36])
+def test_distances_for_any_magnitude(ab, scale):
+    a, b = ab
+    ref = np.sqrt(((a.astype("float64") - b) ** 2).sum(1))
+    got = np.asarray(PairDistance()([a * np.float32(scale), b * np.float32(scale)]))
+    np.testing.assert_allclose(got / scale, ref, rtol=1e-5)
+    cos = np.asarray(PairDistance("cosine")([a * np.float32(scale), b * np.float32(scale)]))
+    np.testing.assert_allclose(cos, np.asarray(PairDistance("cosine")([a, b])), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "backbone, error",
+    [
+        ("not a model", TypeError),
+        (keras.layers.Dense(3), TypeError),
+        (keras.Sequential([keras.layers.Dense(3)]), ValueError),
+    ],
+)
+def test_wrong_backbone_names_the_argument(backbone, error):
+    with pytest.raises(error, match="backbone"):
+        build_siamese_model(backbone)
+
+
+def test_two_input_backbone_is_rejected():
+    i1, i2 = keras.Input((3,)), keras.Input((3,))
+    two = keras.Model([i1, i2], keras.layers.Add()([i1, i2]))
+    with pytest.raises(ValueError, match="backbone"):
+        build_siamese_model(two)
+
+
+@pytest.mark.parametrize("name, hint", [("L2", "'euclidean' here"), ("angular", "'cosine' here")])
+def test_triplet_vocabulary_gets_a_hint(name, hint):
+    with pytest.raises(ValueError, match=f"metric.*{hint}.*Received: metric"):
+        PairDistance(name)

@@ -416,3 +416,160 @@ def test_fit_on_digits_separates_classes(loss):
     assert after > before + 0.1, (before, after)
     fractions = history.history["active_triplet_fraction"]
     assert 0.0 <= fractions[-1] <= fractions[0] <= 1.0
+
+
+# ------------------------------------------------------------------ issue 12: bad inputs
+@pytest.mark.parametrize("mining", MININGS)
+@pytest.mark.parametrize("metric", METRICS)
+def test_nan_embedding_gives_nan_loss(batch, mining, metric):
+    x, y = batch
+    bad = x.copy()
+    bad[5, 2] = np.nan
+    loss, frac = ours(mining, y, bad, 0.5, metric)
+    assert np.isnan(loss) and np.isnan(frac)
+    assert np.isnan(float(km.TripletLoss(mining=mining, distance_metric=metric)(y, bad)))
+
+
+def test_nan_label_gives_nan_loss(batch):
+    x, y = batch
+    assert np.isnan(float(km.triplet_semihard_loss(np.where(y == 2, np.nan, y), x)))
+
+
+@pytest.mark.parametrize("scale", [1e-25, 1e20, 1e30])
+@pytest.mark.parametrize("mining", MININGS)
+def test_huge_and_tiny_embeddings(batch, scale, mining):
+    x, y = batch
+    got, _ = ours(mining, y, x * np.float32(scale), margin=0.5 * scale)
+    want = reference(mining, y, x.astype("float64") * scale, 0.5 * scale)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_margin_is_bounded_for_float32():
+    with pytest.raises(ValueError, match="margin.*float32"):
+        km.TripletLoss(margin=1e39)
+    with pytest.raises(ValueError, match="margin"):
+        km.triplet_semihard_loss(np.zeros(2), np.zeros((2, 2), "float32"), margin=1e39)
+    assert km.TripletHardLoss(margin=1e38).margin == 1e38
+
+
+@pytest.mark.parametrize(
+    "labels, emb, match",
+    [
+        (np.zeros(5), np.zeros((4, 3)), "batch size"),
+        (np.zeros((4, 2)), np.zeros((4, 3)), "y_true"),
+        (np.zeros(4), np.zeros((4, 3, 2)), "y_pred"),
+        (np.zeros(4), np.zeros(4), "y_pred"),
+    ],
+)
+@pytest.mark.parametrize("mining", MININGS)
+def test_shape_mismatches_name_the_argument(labels, emb, match, mining):
+    with pytest.raises(ValueError, match=match):
+        km.triplet_loss(labels, emb.astype("float32"), mining=mining)
+    with pytest.raises(ValueError, match=match):
+        km.TripletLoss(mining=mining)(labels, emb.astype("float32"))
+
+
+def test_string_labels_are_a_type_error():
+    with pytest.raises(TypeError, match="y_true"):
+        km.triplet_semihard_loss(np.array(["a", "b"]), np.zeros((2, 2), "float32"))
+
+
+@pytest.mark.parametrize("mining", MININGS)
+def test_empty_batch_gives_zero(mining):
+    y, x = np.zeros((0,), "int32"), np.zeros((0, 4), "float32")
+    loss, frac = ours(mining, y, x)
+    assert loss == 0.0 and frac == 0.0
+    assert float(km.TripletLoss(mining=mining)(y, x)) == 0.0
+
+
+def test_empty_batch_in_a_traced_function_gives_zero():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a dynamic batch size: TensorFlow")
+    import tensorflow as tf
+
+    f = tf.function(
+        lambda y, x: km.TripletSemiHardLoss()(y, x),
+        input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 4], tf.float32)],
+    )
+    assert float(f(np.zeros((0,), "int32"), np.zeros((0, 4), "float32"))) == 0.0
+
+
+# ------------------------------------------------------------------ issue 15: tfa compatibility
+def test_margin_as_tensor_and_variable(batch):
+    x, y = batch
+    m = keras.Variable(0.3, dtype="float32")
+    loss = km.TripletSemiHardLoss(m)
+    np.testing.assert_allclose(float(loss(y, x)), ref_semihard(y, x, 0.3)[0], rtol=2e-5)
+    m.assign(0.8)  # a margin schedule
+    np.testing.assert_allclose(float(loss(y, x)), ref_semihard(y, x, 0.8)[0], rtol=2e-5)
+    assert loss.get_config()["margin"] == pytest.approx(0.8)
+    t = keras.ops.convert_to_tensor(0.4)
+    np.testing.assert_allclose(
+        float(km.triplet_hard_loss(y, x, margin=t)), ref_hard(y, x, 0.4)[0], rtol=2e-5
+    )
+    m.assign(float("nan"))  # not checkable under tracing: NaN, not a plausible number
+    assert np.isnan(float(loss(y, x)))
+
+
+def test_margin_tensor_must_be_a_scalar():
+    with pytest.raises(ValueError, match="margin"):
+        km.TripletLoss(margin=keras.ops.ones((2,)))
+    with pytest.raises(ValueError, match="margin"):
+        km.TripletLoss(margin=np.array([0.5]))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "sum_over_batch_size", "mean",
+                                       "mean_with_sample_weight", "none", None])
+@pytest.mark.parametrize("cls", [km.TripletSemiHardLoss, km.TripletHardLoss])
+def test_reduction_gives_the_batch_loss(batch, cls, reduction):
+    """As tensorflow-addons: the batch loss whatever the reduction (old code: sum gave B x)."""
+    x, y = batch
+    want = float(km.triplet_loss(y, x, mining="semi-hard" if cls is km.TripletSemiHardLoss
+                                 else "hard"))
+    got = cls(reduction=reduction)(y, x)
+    assert tuple(got.shape) == ()
+    np.testing.assert_allclose(float(got), want, rtol=1e-6)
+
+
+def test_positional_order_is_tfas(batch):
+    x, y = batch
+    loss = km.TripletSemiHardLoss(0.4, "squared-L2", "my_name")
+    assert (loss.margin, loss.distance_metric, loss.name) == (0.4, "squared-L2", "my_name")
+    loss = km.TripletHardLoss(0.4, True, "angular", "hard_name")
+    assert (loss.margin, loss.soft, loss.distance_metric, loss.name) == (
+        0.4, True, "angular", "hard_name")
+
+
+def test_functions_are_registered():
+    for fn in (km.triplet_loss, km.triplet_semihard_loss, km.triplet_hard_loss):
+        name = f"keras_margins>{fn.__name__}"
+        assert keras.saving.get_registered_object(name) is fn
+        assert keras.saving.get_registered_name(fn) == name
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="a variable read at run time by a compiled step: TensorFlow")
+def test_margin_schedule_under_compiled_fit(batch):
+    x, y = batch
+    m = keras.Variable(0.2, dtype="float32", trainable=False)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    model.compile(optimizer="sgd", loss=km.TripletSemiHardLoss(m), jit_compile=True)
+    model.fit(x, y, batch_size=24, epochs=1, verbose=0)
+    for value in (0.2, 0.9):
+        m.assign(value)
+        emb = model.predict(x, verbose=0)
+        got = float(model.evaluate(x, y, batch_size=24, verbose=0))
+        np.testing.assert_allclose(got, ref_semihard(y, emb, value)[0], rtol=1e-4)
+
+
+def test_terminate_on_nan_fires_for_nan_embeddings(batch):
+    """Old code: the safe square root turned NaN distances into 0 and the fit went on."""
+    x, y = batch
+    x = np.concatenate([x] * 3)
+    y = np.concatenate([y] * 3)
+    x[30, 0] = np.nan  # one bad sample in the second batch
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    model.compile(optimizer="sgd", loss=km.TripletSemiHardLoss())
+    history = model.fit(x, y, batch_size=24, epochs=3, shuffle=False, verbose=0,
+                        callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert model.stop_training and len(history.history["loss"]) == 1

@@ -10,10 +10,31 @@ anchor's negative distances once and binary-search them (``O(B^2 log B)`` time).
 import keras
 from keras import ops
 
-from keras_margins._validation import check_choice, check_float
-from keras_margins.distances import check_distance_metric, label_masks, pairwise_distance
+from keras_margins._validation import (
+    check_choice,
+    check_float_or_tensor,
+    float_config,
+    margin_or_nan,
+)
+from keras_margins.distances import (
+    _relu,
+    check_distance_metric,
+    check_labels_and_embeddings,
+    label_masks,
+    labels_nan,
+    pairwise_distance,
+)
+from keras_margins.losses._batch import BatchLoss
 
 MINING_STRATEGIES = ("semi-hard", "hard", "all")
+
+#: Largest accepted ``margin``: the hinge ``d_ap - d_an + margin`` is computed in float32
+#: (largest value ~3.4e38), and must stay finite for distances of the margin's order.
+MAX_MARGIN = 1e38
+_MARGIN_REASON = (
+    "the loss is computed in float32, whose largest value is ~3.4e38; the hinge "
+    "d_ap - d_an + margin must stay finite"
+)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -93,7 +114,7 @@ def _semi_hard(d, positive, negative, margin, soft):
         per_pair = ops.softplus(diff)
         active = diff > 0.0
     else:
-        per_pair = ops.maximum(diff + margin, 0.0)
+        per_pair = _relu(diff + margin)
         active = diff + margin > 0.0
     num_pairs = ops.sum(ops.cast(positive, "float32"))
     loss = _safe_divide(ops.sum(ops.where(positive, per_pair, 0.0)), num_pairs)
@@ -111,7 +132,7 @@ def _hard(d, positive, negative, margin, soft):
         per_anchor = ops.softplus(diff)
         active = diff > 0.0
     else:
-        per_anchor = ops.maximum(diff + margin, 0.0)
+        per_anchor = _relu(diff + margin)
         active = diff + margin > 0.0
     return ops.mean(per_anchor), ops.mean(ops.cast(active, "float32"))
 
@@ -142,7 +163,7 @@ def _check_bool(name, value):
 
 
 def _check_arguments(margin, mining, distance_metric, soft):
-    margin = check_float("margin", margin, low=0.0)
+    margin = check_float_or_tensor("margin", margin, 0.0, MAX_MARGIN, _MARGIN_REASON)
     check_choice("mining", mining, MINING_STRATEGIES)
     check_distance_metric(distance_metric)
     _check_bool("soft", soft)
@@ -156,6 +177,7 @@ def _check_arguments(margin, mining, distance_metric, soft):
 
 
 # ---------------------------------------------------------------------------------- functions
+@keras.saving.register_keras_serializable(package="keras_margins")
 def triplet_loss(
     y_true,
     y_pred,
@@ -182,12 +204,17 @@ def triplet_loss(
     ``"hard"`` only). An anchor without positives or negatives follows tensorflow-addons'
     fallbacks (hardest positive = the row minimum, hardest negative = the row maximum); a batch
     without any positive pair (all labels distinct) gives 0 for ``"semi-hard"`` and ``"all"``
-    where tensorflow-addons returned NaN.
+    where tensorflow-addons returned NaN. An empty batch gives 0. A NaN embedding or a NaN label
+    gives a NaN loss (never a plausible number). Shapes are checked when traced: a ``ValueError``
+    names the argument for embeddings that are not ``(B, D)``, labels that are not ``(B,)`` or
+    ``(B, 1)``, or different batch sizes.
 
     Args:
         y_true: Integer labels ``(B,)`` or ``(B, 1)``.
         y_pred: Embeddings ``(B, D)``; float16/bfloat16 are computed in float32.
-        margin: The margin, >= 0. Defaults to 1.0.
+        margin: The margin, in ``[0, 1e38]``: a Python number (checked now) or a scalar tensor
+            or ``keras.Variable`` (for a margin schedule; a value outside the range gives a NaN
+            loss, as it cannot be checked under tracing). Defaults to 1.0.
         mining: ``"semi-hard"``, ``"hard"`` or ``"all"``. Defaults to ``"semi-hard"``.
         distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable returning a
             ``(B, B)`` distance matrix. Defaults to ``"L2"``.
@@ -214,6 +241,12 @@ def triplet_loss(
         arXiv 1703.07737.
     """
     margin = _check_arguments(margin, mining, distance_metric, soft)
+    y_true, y_pred = check_labels_and_embeddings(y_true, y_pred)
+    if y_pred.shape[0] == 0:
+        # An empty batch (a replica without samples) adds nothing.
+        zero = ops.zeros((), "float32")
+        return (zero, zero) if return_active_fraction else zero
+    margin = margin_or_nan(margin, 0.0, MAX_MARGIN)
     d = pairwise_distance(y_pred, distance_metric)
     positive, negative = label_masks(y_true)
     if mining == "semi-hard":
@@ -222,11 +255,19 @@ def triplet_loss(
         loss, fraction = _hard(d, positive, negative, margin, soft)
     else:
         loss, fraction = _batch_all(d, positive, negative, margin)
+    # NaN in, NaN out: the mining (sorts, masked max/min) could select around a NaN distance
+    # and report a finite loss.
+    bad = ops.logical_or(ops.any(ops.isnan(d)), labels_nan(y_true))
+    if not isinstance(margin, float):
+        bad = ops.logical_or(bad, ops.isnan(margin))
+    loss = ops.where(bad, float("nan"), loss)
+    fraction = ops.where(bad, float("nan"), fraction)
     if return_active_fraction:
         return loss, fraction
     return loss
 
 
+@keras.saving.register_keras_serializable(package="keras_margins")
 def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
     """Semi-hard triplet loss, as ``tfa.losses.triplet_semihard_loss`` (see :func:`triplet_loss`).
 
@@ -237,7 +278,8 @@ def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
     Args:
         y_true: Integer labels ``(B,)`` or ``(B, 1)``.
         y_pred: Embeddings ``(B, D)``.
-        margin: The margin, >= 0. Defaults to 1.0.
+        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
+            (see :func:`triplet_loss`). Defaults to 1.0.
         distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
             ``"L2"``.
 
@@ -257,6 +299,7 @@ def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
     return triplet_loss(y_true, y_pred, margin, "semi-hard", distance_metric)
 
 
+@keras.saving.register_keras_serializable(package="keras_margins")
 def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L2"):
     """Batch-hard triplet loss, as ``tfa.losses.triplet_hard_loss`` (see :func:`triplet_loss`).
 
@@ -266,7 +309,8 @@ def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L
     Args:
         y_true: Integer labels ``(B,)`` or ``(B, 1)``.
         y_pred: Embeddings ``(B, D)``.
-        margin: The margin, >= 0 (unused when ``soft``). Defaults to 1.0.
+        margin: The margin in ``[0, 1e38]``, a number or a scalar tensor (unused when
+            ``soft``). Defaults to 1.0.
         soft: Soft-margin variant. Defaults to ``False``.
         distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
             ``"L2"``.
@@ -302,23 +346,27 @@ def _deserialize_metric(distance_metric):
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class TripletLoss(keras.losses.Loss):
+class TripletLoss(BatchLoss):
     """Triplet loss with online mining: semi-hard, batch-hard or batch-all.
 
     See :func:`triplet_loss` for the formulas. The loss of a batch is a scalar computed from all
-    its pairs, so ``sample_weight`` only rescales it. Monitor the fraction of active triplets
+    its pairs: the object returns it **whatever the reduction** (as tensorflow-addons, see
+    ``keras_margins.losses._batch``), and ``sample_weight`` only rescales it by the mean weight. Monitor the fraction of active triplets
     with :class:`ActiveTripletFraction` (``loss.active_fraction_metric()`` builds one with the
     same settings).
 
     Args:
-        margin: The margin, >= 0. Defaults to 1.0.
+        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
+            (see :func:`triplet_loss`). Defaults to 1.0.
         mining: ``"semi-hard"``, ``"hard"`` or ``"all"``. Defaults to ``"semi-hard"``.
         distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable (a registered
             Keras serializable function, to be saved with a model). Defaults to ``"L2"``.
         soft: Soft-margin ``log(1 + exp(d_ap - d_an))`` (``"semi-hard"`` and ``"hard"``).
             Defaults to ``False``.
         name: Name of the loss. Defaults to ``"triplet_loss"``.
-        **kwargs: ``reduction`` and ``dtype`` of ``keras.losses.Loss``.
+        **kwargs: ``reduction`` (the value is the batch loss whatever the reduction; the
+            default ``"sum_over_batch_size"`` lets Keras scale it under ``tf.distribute``) and
+            ``dtype`` of ``keras.losses.Loss``.
 
     Call arguments:
         y_true: Integer labels ``(B,)`` or ``(B, 1)``.
@@ -356,14 +404,10 @@ class TripletLoss(keras.losses.Loss):
         self.distance_metric = distance_metric
         self.soft = soft
 
-    def call(self, y_true, y_pred):
-        loss = triplet_loss(
+    def batch_loss(self, y_true, y_pred):
+        return triplet_loss(
             y_true, y_pred, self.margin, self.mining, self.distance_metric, self.soft
         )
-        # One value per sample (the batch's loss, repeated), so that Keras's reduction gives the
-        # batch loss back and, under tf.distribute, scales it by 1 / replicas like any
-        # per-sample loss (a scalar would be left unscaled and the gradients summed).
-        return ops.broadcast_to(loss, ops.shape(y_pred)[:1])
 
     def active_fraction_metric(self, name="active_triplet_fraction"):
         """A :class:`ActiveTripletFraction` metric with this loss's settings."""
@@ -379,7 +423,7 @@ class TripletLoss(keras.losses.Loss):
         config = super().get_config()
         config.update(
             {
-                "margin": self.margin,
+                "margin": float_config(self.margin),
                 "mining": self.mining,
                 "distance_metric": _serialize_metric(self.distance_metric),
                 "soft": self.soft,
@@ -398,11 +442,14 @@ class TripletSemiHardLoss(TripletLoss):
     FaceNet used squared distances and a margin of 0.2); only the import changes.
 
     Args:
-        margin: The margin, >= 0. Defaults to 1.0.
+        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
+            (see :func:`triplet_loss`). Defaults to 1.0.
         distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
             ``"L2"``.
         name: Name of the loss. Defaults to ``"triplet_semihard_loss"``.
-        **kwargs: ``reduction`` and ``dtype`` of ``keras.losses.Loss``.
+        **kwargs: ``reduction`` (the value is the batch loss whatever the reduction; the
+            default ``"sum_over_batch_size"`` lets Keras scale it under ``tf.distribute``) and
+            ``dtype`` of ``keras.losses.Loss``.
 
     Call arguments:
         y_true: Integer labels ``(B,)`` or ``(B, 1)``.
@@ -441,12 +488,15 @@ class TripletHardLoss(TripletLoss):
     ``mean_a log(1 + exp(max_p d(a, p) - min_n d(a, n)))``.
 
     Args:
-        margin: The margin, >= 0. Defaults to 1.0.
+        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
+            (see :func:`triplet_loss`). Defaults to 1.0.
         soft: Soft-margin variant. Defaults to ``False``.
         distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
             ``"L2"``.
         name: Name of the loss. Defaults to ``"triplet_hard_loss"``.
-        **kwargs: ``reduction`` and ``dtype`` of ``keras.losses.Loss``.
+        **kwargs: ``reduction`` (the value is the batch loss whatever the reduction; the
+            default ``"sum_over_batch_size"`` lets Keras scale it under ``tf.distribute``) and
+            ``dtype`` of ``keras.losses.Loss``.
 
     Call arguments:
         y_true: Integer labels ``(B,)`` or ``(B, 1)``.
@@ -495,7 +545,8 @@ class ActiveTripletFraction(keras.metrics.Mean):
     informative triplets.
 
     Args:
-        margin: The margin, >= 0. Defaults to 1.0.
+        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
+            (see :func:`triplet_loss`). Defaults to 1.0.
         mining: ``"semi-hard"``, ``"hard"`` or ``"all"``. Defaults to ``"semi-hard"``.
         distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
             ``"L2"``.
@@ -544,7 +595,7 @@ class ActiveTripletFraction(keras.metrics.Mean):
         config = super().get_config()
         config.update(
             {
-                "margin": self.margin,
+                "margin": float_config(self.margin),
                 "mining": self.mining,
                 "distance_metric": _serialize_metric(self.distance_metric),
                 "soft": self.soft,
