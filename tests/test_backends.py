@@ -109,6 +109,8 @@ BACKEND_MODULES = [
     "tests/test_contrastive.py",
     "tests/test_center_loss.py",
     "tests/test_distances.py",
+    "tests/test_npairs.py",
+    "tests/test_lifted.py",
 ]
 
 
