@@ -28,7 +28,7 @@ import tempfile
 
 import keras
 
-from keras_margins._validation import check_int
+from keras_margins._validation import check_flag, check_int
 from keras_margins.heads.base import MarginHead
 from keras_margins.partial_fc import PartialFC
 
@@ -38,12 +38,6 @@ _PACKAGE_PREFIX = "keras_margins>"
 
 
 # ---------------------------------------------------------------------------- argument checks
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return value
-
-
 def _require_tensorflow(what):
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(
@@ -354,7 +348,7 @@ def get_embedding_model(model, normalize=True, head=None):
         >>> [tuple(t.shape) for t in embed.inputs], tuple(embed.output.shape), embed.output.dtype
         ([(None, 64)], (None, 8), 'float32')
     """
-    _check_bool("normalize", normalize)
+    check_flag("normalize", normalize)
     inputs, features, _ = _locate(model, head)
     return _embedding_model(model, inputs, features, normalize)
 
@@ -414,7 +408,7 @@ def _check_export_path(path, overwrite, kind):
     a filesystem root, an existing special file (socket, FIFO, device), an existing directory
     where a file is written, or an existing file where a directory is written.
     """
-    _check_bool("overwrite", overwrite)
+    check_flag("overwrite", overwrite)
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         raise TypeError(
             f"`path` must be a string or path-like object. Received: path={path!r} of type "
@@ -459,7 +453,7 @@ def _check_export_path(path, overwrite, kind):
 
 
 def _check_target(path, overwrite):
-    _check_bool("overwrite", overwrite)
+    check_flag("overwrite", overwrite)
     if os.path.isdir(path) and not os.path.islink(path):
         if os.listdir(path) and not overwrite:
             raise FileExistsError(
@@ -536,7 +530,7 @@ def _serving_functions(model, normalize, head, top_k, float32=False):
     import tensorflow as tf
 
     _require_tensorflow("Export")
-    _check_bool("normalize", normalize)
+    check_flag("normalize", normalize)
     inputs, features, found_head = _locate(model, head)
     head = head if head is not None else found_head
     if top_k is not None:
@@ -689,7 +683,7 @@ def export_tflite(model, path, normalize=True, head=None, overwrite=False, optim
     """
     import tensorflow as tf
 
-    _check_bool("optimize", optimize)
+    check_flag("optimize", optimize)
     _check_export_path(path, overwrite, "file")
     _, specs, functions, trackables = _serving_functions(model, normalize, head, None,
                                                          float32=True)

@@ -172,9 +172,9 @@ def test_errors():
         km.GeMPooling2D(eps=-1.0)
     with pytest.raises(ValueError, match="data_format"):
         km.GeMPooling2D(data_format="NHWC")
-    with pytest.raises(TypeError, match="keepdims"):
+    with pytest.raises(ValueError, match="keepdims"):
         km.GeMPooling2D(keepdims="no")
-    with pytest.raises(TypeError, match="trainable_p"):
+    with pytest.raises(ValueError, match="trainable_p"):
         km.GeMPooling2D(trainable_p="yes")
     with pytest.raises(ValueError):
         km.GeMPooling2D()(np.zeros((2, 3, 3), "float32"))

@@ -28,7 +28,7 @@ Conventions shared by the whole ``keras_margins.evaluation`` package:
 
 import numpy as np
 
-from keras_margins._validation import check_choice, check_float, check_int
+from keras_margins._validation import check_choice, check_flag, check_float, check_int
 
 METRICS = ("cosine", "euclidean")
 
@@ -93,13 +93,6 @@ def _check_same_dim(name_a, a, name_b, b):
             f"`{name_a}` and `{name_b}` must have the same embedding dimension. "
             f"Received: {name_a}.shape={a.shape}, {name_b}.shape={b.shape}"
         )
-
-
-def _check_flag(name, value):
-    """A boolean flag: ``True``/``False`` only (a string such as ``"no"`` is not a flag)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return bool(value)
 
 
 def _check_int_sequence(name, values, minimum=None):
@@ -357,7 +350,7 @@ def nearest_neighbors(
     q = _check_embeddings("queries", queries)
     g = _check_embeddings("gallery", gallery)
     _check_same_dim("queries", q, "gallery", g)
-    exclude_self = _check_flag("exclude_self", exclude_self)
+    exclude_self = check_flag("exclude_self", exclude_self)
     if exclude_self and q.shape[0] != g.shape[0]:
         raise ValueError(
             "`exclude_self=True` needs queries and gallery to be the same set. Received: "
@@ -956,7 +949,7 @@ def match_f1_sweep(
         (0.5, 1.0)
     """
     check_choice("metric", metric, METRICS)
-    include_self = _check_flag("include_self", include_self)
+    include_self = check_flag("include_self", include_self)
     q, ql, g, gl, self_search = _split_args(
         query_embeddings, query_labels, gallery_embeddings, gallery_labels
     )

@@ -2,13 +2,7 @@
 
 import keras
 
-from keras_margins._validation import check_choice, check_float
-
-
-def _check_flag(name, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
+from keras_margins._validation import check_choice, check_flag, check_float
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -69,12 +63,12 @@ class GeMPooling2D(keras.layers.Layer):
         super().__init__(**kwargs)
         self.init_p = check_float("p", p, low=0.0, low_open=True)
         self.eps = check_float("eps", eps, low=0.0, low_open=True)
-        self.trainable_p = _check_flag("trainable_p", trainable_p)
+        self.trainable_p = check_flag("trainable_p", trainable_p)
         if data_format is None:
             data_format = keras.config.image_data_format()
         self.data_format = check_choice("data_format", data_format,
                                         ("channels_last", "channels_first"))
-        self.keepdims = _check_flag("keepdims", keepdims)
+        self.keepdims = check_flag("keepdims", keepdims)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):

@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_margins._validation import (
     check_choice,
+    check_flag,
     check_float_or_tensor,
     float_config,
     margin_or_nan,
@@ -156,17 +157,11 @@ def _batch_all(d, positive, negative, margin):
     return loss, _safe_divide(num_active, num_triplets)
 
 
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
-
-
 def _check_arguments(margin, mining, distance_metric, soft):
     margin = check_float_or_tensor("margin", margin, 0.0, MAX_MARGIN, _MARGIN_REASON)
     check_choice("mining", mining, MINING_STRATEGIES)
     check_distance_metric(distance_metric)
-    _check_bool("soft", soft)
+    check_flag("soft", soft)
     if soft and mining == "all":
         raise ValueError(
             "`soft=True` is supported with mining='semi-hard' or 'hard' only (the batch-all "
