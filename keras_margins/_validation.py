@@ -109,6 +109,8 @@ def check_notebook_arguments(cls, kwargs, accepted):
     for name, hint in _NOTEBOOK_ARGUMENTS.items():
         if name in kwargs and name not in accepted:
             text = hint.format(cls=cls.__name__)
+            if name == "s" and "scale" not in accepted and "alpha" in accepted:
+                text = f"the feature scale is `alpha`: {cls.__name__}(num_classes, alpha=...)"
             if name == "m" and "margin" not in accepted:
                 if {"m1", "m2", "m3"} <= set(accepted):
                     text = (

@@ -62,7 +62,8 @@ def _max_abs(x, axis):
     Treating it as a constant keeps every gradient exact: ``x / ||x||`` and ``m * ||x / m||``
     do not depend on ``m``. A NaN or inf entry still gives a NaN result.
     """
-    m = ops.max(ops.abs(x), axis=axis, keepdims=True)
+    # `initial` also lets an empty batch through (Keras refuses the max of an empty tensor).
+    m = ops.max(ops.abs(x), axis=axis, keepdims=True, initial=0.0)
     return ops.stop_gradient(ops.where(m > 0, m, ops.ones_like(m)))
 
 
@@ -200,7 +201,7 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transp
             candidates = index[:, None] * sub_centers + ops.arange(sub_centers, dtype="int32")
             options = ops.take_along_axis(out, candidates, axis=1)
             column = index * sub_centers + ops.cast(ops.argmax(options, axis=1), "int32")
-            out_y = ops.max(options, axis=1)
+            out_y = ops.max(options, axis=1, initial=-float("inf"))  # batch 0 allowed
         return sq, inv, out, column, out_y
 
     if keras.backend.backend() not in ("tensorflow", "jax"):
@@ -232,13 +233,29 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transp
     return forward(xs, w, inv_scale)
 
 
+def check_head_arguments(cls, kwargs):
+    """Reject a Kaggle-notebook argument name (``s``, ``m``, ``n_classes``, ...) clearly.
+
+    Called from the heads' ``__new__``, before Python binds the arguments to ``__init__``
+    (which would fail with "missing 'num_classes'" or "Unrecognized keyword arguments"). The
+    names every ``__init__`` of the class's hierarchy accepts are never reported.
+    """
+    accepted = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            accepted |= set(inspect.signature(klass.__init__).parameters)
+    check_notebook_arguments(cls, kwargs, accepted)
+
+
 def max_over_sub_centers(values, sub_centers):
     """``(B, C * K)`` -> ``(B, C)``: each class's maximum over its ``K`` sub-centre columns."""
     if sub_centers == 1:
         return values
     num_classes = values.shape[1] // sub_centers
-    # The batch size from the tensor, not -1: a batch of 0 (an empty replica) has no -1 to infer.
-    return ops.max(ops.reshape(values, (ops.shape(values)[0], num_classes, sub_centers)), axis=-1)
+    # The batch size from the tensor, not -1, and an `initial`: a batch of 0 (an empty replica)
+    # has no -1 to infer, and Keras refuses the max of an empty tensor otherwise.
+    values = ops.reshape(values, (ops.shape(values)[0], num_classes, sub_centers))
+    return ops.max(values, axis=-1, initial=-float("inf"))
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -289,11 +306,7 @@ class MarginHead(keras.layers.Layer):
     def __new__(cls, *args, **kwargs):
         # Before Python binds the arguments: `ArcFace(n_classes=10, s=30, m=0.5)` would fail
         # with "missing 'num_classes'" or "Unrecognized keyword arguments".
-        accepted = set()
-        for klass in cls.__mro__:
-            if issubclass(klass, MarginHead):
-                accepted |= set(inspect.signature(klass.__init__).parameters)
-        check_notebook_arguments(cls, kwargs, accepted)
+        check_head_arguments(cls, kwargs)
         return super().__new__(cls, *args, **kwargs)
 
     #: Set by a wrapper that owns the class centres (PartialFC) before the head is built.
