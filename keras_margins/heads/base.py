@@ -545,12 +545,12 @@ class MarginHead(keras.layers.Layer):
         self._warned_without_labels = True
         warnings.warn(
             f"{type(self).__name__} layer '{self.name}' is called without labels while "
-            "training (training=True): it returns scale * cos with no margin, so the model "
-            "trains as a plain normalized softmax. Pass the labels as a second input, "
+            "training (training=True): it then returns the plain cosine logits with no margin, "
+            "so the model trains as a normalized softmax without the margin. Pass the labels as a second input, "
             "head([embeddings, labels]) (see km.build_models), and call it without labels only "
             "for inference.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
 
     def target_columns(self, cos, labels):
