@@ -179,7 +179,12 @@ def normalize_class_labels(labels, num_classes, name="labels"):
     import keras
     from keras import ops
 
+    import numpy as np
+
     labels = check_label_dtype(labels, name)
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.itemsize == 8:
+        # Checked before the conversion: JAX (without x64) wraps int64 into int32 on the way.
+        labels = np.where((labels >= 0) & (labels < num_classes), labels, -1).astype("int32")
     labels = ops.convert_to_tensor(labels)
     dtype = keras.backend.standardize_dtype(labels.dtype)
     if "float" in dtype:

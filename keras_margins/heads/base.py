@@ -54,28 +54,33 @@ def layer_metrics_supported():
     return keras.backend.backend() != "jax"
 
 
-def _max_abs(x, axis):
-    """The largest ``|x|`` along ``axis`` (kept), 1 for an all-zero vector, without gradient.
+def _inverse_sqrt_max_abs(x, axis):
+    """``1 / sqrt(m)`` with ``m`` the largest ``|x|`` along ``axis`` (kept), without gradient.
 
-    Dividing by it makes a vector's largest entry +-1, so its squared norm lies in ``[1, D]``:
-    no overflow (norms above ~1e19) and no underflow into the norm floor (norms below ~1e-6).
-    Treating it as a constant keeps every gradient exact: ``x / ||x||`` and ``m * ||x / m||``
-    do not depend on ``m``. A NaN or inf entry still gives a NaN result.
+    Multiplying ``x`` by it twice makes the vector's largest entry about +-1, so its squared
+    norm lies in about ``[1, D]``: no overflow (norms above ~1e19) and no underflow into the
+    norm floor (norms below ~1e-6). The factor is applied as two multiplications by
+    ``1 / sqrt(m)``, a normal float32 for every ``m`` in the float32 range, rather than one by
+    ``1 / m``, which is subnormal for ``m`` above ~8.5e37 and flushed to zero by XLA on CPU.
+    Treating it as a constant keeps every gradient exact: ``x / ||x||`` does not depend on it.
+    An all-zero vector gets the factor 1; a NaN or inf entry still gives a NaN result.
     """
     # `initial` also lets an empty batch through (Keras refuses the max of an empty tensor).
     m = ops.max(ops.abs(x), axis=axis, keepdims=True, initial=0.0)
-    return ops.stop_gradient(ops.where(m > 0, m, ops.ones_like(m)))
+    return ops.stop_gradient(ops.rsqrt(ops.where(m > 0, m, ops.ones_like(m))))
 
 
 def l2_normalize(x, axis=-1):
     """``x / ||x||`` along ``axis``, for any float32 magnitude; a zero vector stays finite (0).
 
-    The vector is first divided by its largest absolute entry (one extra pass over ``x``), so
-    the result does not depend on the scale of ``x`` anywhere in the float32 range (1e-30 and
-    1e30 give the same direction); the 1e-12 floor of the squared norm then only keeps the
-    all-zero vector at 0 rather than NaN. NaN or inf in gives NaN out.
+    The vector is first scaled so that its largest absolute entry is about 1 (one extra pass
+    over ``x``), so the result does not depend on the magnitude of ``x`` anywhere in the float32
+    range (1e-30 and 1e30 give the same direction); the 1e-12 floor of the squared norm then
+    only keeps the all-zero vector at 0 rather than NaN. NaN or inf in gives NaN out.
     """
-    y = x / _max_abs(x, axis)
+    x = ops.convert_to_tensor(x)
+    r = _inverse_sqrt_max_abs(x, axis)
+    y = (x * r) * r
     sq = ops.sum(ops.square(y), axis=axis, keepdims=True)
     return y * ops.rsqrt(ops.maximum(sq, NORM_EPS))
 
@@ -83,12 +88,14 @@ def l2_normalize(x, axis=-1):
 def feature_norm(x, axis=-1):
     """``||x||`` along ``axis`` (kept), without overflow or underflow where it is representable.
 
-    Computed as ``m * ||x / m||`` with ``m`` the largest ``|x|``. The all-zero vector gets
-    ``sqrt(1e-12) = 1e-6`` (a finite scale; its cosines are 0 anyway).
+    Computed on ``x`` scaled to a largest entry of about 1, then scaled back. The all-zero
+    vector gets ``sqrt(1e-12) = 1e-6`` (a finite scale; its cosines are 0 anyway).
     """
-    m = _max_abs(x, axis)
-    y = x / m
-    return m * ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=axis, keepdims=True), NORM_EPS))
+    x = ops.convert_to_tensor(x)
+    r = _inverse_sqrt_max_abs(x, axis)
+    y = (x * r) * r
+    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=axis, keepdims=True), NORM_EPS))
+    return (norm / r) / r
 
 
 def _column_inverse_norms(w, transposed=False):
