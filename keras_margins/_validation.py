@@ -177,9 +177,8 @@ def normalize_class_labels(labels, num_classes, name="labels"):
         int32 tensor of the same shape: the label where valid, ``-1`` elsewhere.
     """
     import keras
-    from keras import ops
-
     import numpy as np
+    from keras import ops
 
     labels = check_label_dtype(labels, name)
     if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.itemsize == 8:

@@ -8,7 +8,6 @@ from keras import ops
 from keras_margins._validation import FLOAT32_MAX, check_float, check_float32_bound
 from keras_margins.heads.base import MarginHead, layer_metrics_supported, safe_arccos
 
-
 #: Up to this margin, the branch index is found by comparisons with cos(j*pi/m) (exact at the
 #: boundaries) and an integer margin uses the Chebyshev recurrence; above it, both are computed
 #: in closed form, so the graph does not grow with m.

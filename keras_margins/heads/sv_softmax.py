@@ -26,7 +26,7 @@ def _concrete(tensor):
             return None
     try:
         return ops.convert_to_numpy(tensor)
-    except Exception:  # a symbolic / traced tensor (a JAX tracer, a graph tensor)
+    except Exception:  # noqa: BLE001  a traced tensor: each backend raises its own type
         return None
 
 

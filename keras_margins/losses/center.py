@@ -117,12 +117,12 @@ class CenterLoss(keras.layers.Layer):
                 "`labels` must be integer class ids of shape (batch_size,) or (batch_size, 1). "
                 f"Received: labels.shape={shape}"
             )
-        if shape[0] is not None and embeddings.shape[0] is not None:
-            if shape[0] != embeddings.shape[0]:
-                raise ValueError(
-                    "`labels` must have one entry per embedding. Received: "
-                    f"labels.shape={shape}, embeddings.shape={tuple(embeddings.shape)}"
-                )
+        batch = embeddings.shape[0]
+        if shape[0] is not None and batch is not None and shape[0] != batch:
+            raise ValueError(
+                "`labels` must have one entry per embedding. Received: "
+                f"labels.shape={shape}, embeddings.shape={tuple(embeddings.shape)}"
+            )
         if not training:
             return embeddings
         x = ops.cast(embeddings, "float32")

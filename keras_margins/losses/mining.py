@@ -46,12 +46,12 @@ def _log_prob_target(y_true, y_pred):
             f"num_classes. Received: y_pred.shape={tuple(logits.shape)}"
         )
     labels = _sparse_labels(y_true, int(logits.shape[-1]))
-    if labels.shape[0] is not None and logits.shape[0] is not None:
-        if labels.shape[0] != logits.shape[0]:
-            raise ValueError(
-                "`y_true` must have one label per row of `y_pred`. Received: "
-                f"y_true of {labels.shape[0]} labels, y_pred.shape={tuple(logits.shape)}"
-            )
+    n, batch = labels.shape[0], logits.shape[0]
+    if n is not None and batch is not None and n != batch:
+        raise ValueError(
+            "`y_true` must have one label per row of `y_pred`. Received: "
+            f"y_true of {n} labels, y_pred.shape={tuple(logits.shape)}"
+        )
     valid = labels >= 0
     log_probs = ops.log_softmax(logits, axis=-1)
     picked = ops.take_along_axis(log_probs, ops.maximum(labels, 0)[:, None], axis=1)[:, 0]
