@@ -54,6 +54,18 @@ def layer_metrics_supported():
     return keras.backend.backend() != "jax"
 
 
+def _max_along(x, axis, keepdims=False, initial=-float("inf")):
+    """``max`` along a non-empty ``axis`` that also accepts a batch of 0 rows on every backend.
+
+    Keras's ``ops.max`` refuses an empty tensor without ``initial`` (TensorFlow, JAX) and, on
+    PyTorch, returns a wrongly shaped result for one with it; ``initial`` must not change the
+    maximum of a non-empty row.
+    """
+    if keras.backend.backend() == "torch":
+        return ops.amax(x, axis=axis, keepdims=keepdims)
+    return ops.max(x, axis=axis, keepdims=keepdims, initial=initial)
+
+
 def _inverse_sqrt_max_abs(x, axis):
     """``1 / sqrt(m)`` with ``m`` the largest ``|x|`` along ``axis`` (kept), without gradient.
 
@@ -65,8 +77,7 @@ def _inverse_sqrt_max_abs(x, axis):
     Treating it as a constant keeps every gradient exact: ``x / ||x||`` does not depend on it.
     An all-zero vector gets the factor 1; a NaN or inf entry still gives a NaN result.
     """
-    # `initial` also lets an empty batch through (Keras refuses the max of an empty tensor).
-    m = ops.max(ops.abs(x), axis=axis, keepdims=True, initial=0.0)
+    m = _max_along(ops.abs(x), axis, keepdims=True, initial=0.0)  # batch 0 allowed
     return ops.stop_gradient(ops.rsqrt(ops.where(m > 0, m, ops.ones_like(m))))
 
 
@@ -208,7 +219,7 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transp
             candidates = index[:, None] * sub_centers + ops.arange(sub_centers, dtype="int32")
             options = ops.take_along_axis(out, candidates, axis=1)
             column = index * sub_centers + ops.cast(ops.argmax(options, axis=1), "int32")
-            out_y = ops.max(options, axis=1, initial=-float("inf"))  # batch 0 allowed
+            out_y = _max_along(options, 1)  # batch 0 allowed
         return sq, inv, out, column, out_y
 
     if keras.backend.backend() not in ("tensorflow", "jax"):
@@ -259,10 +270,9 @@ def max_over_sub_centers(values, sub_centers):
     if sub_centers == 1:
         return values
     num_classes = values.shape[1] // sub_centers
-    # The batch size from the tensor, not -1, and an `initial`: a batch of 0 (an empty replica)
-    # has no -1 to infer, and Keras refuses the max of an empty tensor otherwise.
+    # The batch size from the tensor, not -1: a batch of 0 (an empty replica) has no -1 to infer.
     values = ops.reshape(values, (ops.shape(values)[0], num_classes, sub_centers))
-    return ops.max(values, axis=-1, initial=-float("inf"))
+    return _max_along(values, -1)
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
