@@ -74,11 +74,16 @@ def _inverse_sqrt_max_abs(x, axis):
     norm floor (norms below ~1e-6). The factor is applied as two multiplications by
     ``1 / sqrt(m)``, a normal float32 for every ``m`` in the float32 range, rather than one by
     ``1 / m``, which is subnormal for ``m`` above ~8.5e37 and flushed to zero by XLA on CPU.
-    Treating it as a constant keeps every gradient exact: ``x / ||x||`` does not depend on it.
-    An all-zero vector gets the factor 1; a NaN or inf entry still gives a NaN result.
+    Where ``m`` lies in ``[2**-19, 2**40]`` (every realistic embedding) the factor is exactly 1:
+    the squared norm neither overflows nor reaches the floor there, and the result is then the
+    plain ``x / ||x||`` bit for bit (a vector along a class centre keeps a cosine of exactly 1).
+    Treating the factor as a constant keeps every gradient exact: ``x / ||x||`` does not depend
+    on it. An all-zero vector gets 1; a NaN or inf entry still gives a NaN result.
     """
     m = _max_along(ops.abs(x), axis, keepdims=True, initial=0.0)  # batch 0 allowed
-    return ops.stop_gradient(ops.rsqrt(ops.where(m > 0, m, ops.ones_like(m))))
+    plain = ops.logical_and(m >= 2.0**-19, m <= 2.0**40)
+    r = ops.rsqrt(ops.where(m > 0, m, ops.ones_like(m)))
+    return ops.stop_gradient(ops.where(plain, ops.ones_like(r), r))
 
 
 def l2_normalize(x, axis=-1):
