@@ -24,8 +24,9 @@ from keras_margins._validation import (
 SIN2_FLOOR = 1e-30
 
 # Floor for squared vector norms before dividing by them (an all-zero embedding or kernel
-# column): the result is then 0, not NaN. Embeddings are divided by their largest absolute entry
-# first (see `l2_normalize`), so for them the floor only ever applies to the all-zero vector.
+# column): the result is then 0, not NaN. Embeddings of extreme magnitude are first scaled to a
+# largest entry of about 1 (see `l2_normalize`), so for them the floor only ever applies to the
+# all-zero vector.
 NORM_EPS = 1e-12
 
 
