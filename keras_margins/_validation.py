@@ -44,6 +44,29 @@ def check_float(name, value, low=None, high=None, low_open=False, high_open=Fals
     return value
 
 
+#: The largest finite float32 value.
+FLOAT32_MAX = 3.4028234663852886e38
+
+#: The largest logit scale (``scale``, ``alpha``) the heads accept. The logits reach about
+#: ``8 * scale`` in magnitude (a target logit with a margin can fall to about ``-5.3 * scale``),
+#: the softmax takes their differences, and the product with the raw class centres is scaled by
+#: their norms: a factor 64 below float32's maximum keeps all of these finite.
+MAX_LOGIT_SCALE = FLOAT32_MAX / 64.0
+
+
+def check_float32_bound(name, value, limit, reason):
+    """Check that ``value`` (already a finite float) is at most ``limit``, explaining why.
+
+    For arguments that the computation multiplies into float32 values: beyond ``limit`` the
+    result would overflow to ``inf`` (then ``NaN``) instead of failing clearly.
+    """
+    if value > limit:
+        raise ValueError(
+            f"`{name}` must be <= {limit:.4g}: {reason}. Received: {name}={value}"
+        )
+    return value
+
+
 def check_choice(name, value, choices):
     """Check that ``value`` is one of ``choices``."""
     if value not in choices:
@@ -118,3 +141,134 @@ def float_config(value):
     from keras import ops
 
     return float(ops.convert_to_numpy(value))
+
+
+# ----------------------------------------------------------------------------- class labels
+
+#: Notebook argument names (Kaggle ``ArcMarginProduct(n_classes, s, m, easy_margin, ls_eps)``)
+#: that are not keras_margins arguments, with what to use instead. ``{cls}`` is the class name.
+_NOTEBOOK_ARGUMENTS = {
+    "n_classes": "the number of classes is `num_classes`: {cls}(num_classes=...)",
+    "s": "the logit scale is `scale`: {cls}(num_classes, scale=...)",
+    "m": "the margin is `margin`: {cls}(num_classes, margin=...)",
+    "easy_margin": (
+        "`easy_margin` is an option of ArcFace only (km.ArcFace(num_classes, easy_margin=True)); "
+        "{cls} has none"
+    ),
+    "ls_eps": (
+        "label smoothing is not a head argument: feed one-hot labels and use "
+        "keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=ls_eps), which "
+        "computes the notebook's (1 - ls_eps) * one_hot + ls_eps / num_classes"
+    ),
+}
+
+
+def check_notebook_arguments(cls, kwargs, accepted):
+    """Raise a ``TypeError`` pointing to the keras_margins name for a Kaggle-notebook argument.
+
+    ``ArcMarginProduct(n_classes, s, m, easy_margin, ls_eps)`` is how most notebooks spell a
+    head; without this check the call fails with ``missing 'num_classes'`` or ``Unrecognized
+    keyword arguments``. No alias is added: the message says which argument to use.
+
+    Args:
+        cls: The class being constructed.
+        kwargs: The keyword arguments of the call.
+        accepted: Names the class does accept (an accepted name is never reported).
+    """
+    for name, hint in _NOTEBOOK_ARGUMENTS.items():
+        if name in kwargs and name not in accepted:
+            text = hint.format(cls=cls.__name__)
+            if name == "s" and "scale" not in accepted and "alpha" in accepted:
+                text = f"the feature scale is `alpha`: {cls.__name__}(num_classes, alpha=...)"
+            if name == "m" and "margin" not in accepted:
+                if {"m1", "m2", "m3"} <= set(accepted):
+                    text = (
+                        f"{cls.__name__} takes `m1` (multiplicative angular), `m2` (additive "
+                        "angular, ArcFace's m) and `m3` (additive cosine, CosFace's m)"
+                    )
+                else:
+                    text = f"{cls.__name__} has no margin (use km.ArcFace or km.CosFace)"
+            raise TypeError(
+                f"`{name}` is not an argument of {cls.__name__} (a Kaggle-notebook name?): "
+                f"{text}. Received: {name}={kwargs[name]!r}"
+            )
+
+
+def check_label_dtype(labels, name):
+    """``TypeError`` for string / bool / complex labels, before any cast can fail obscurely.
+
+    Returns the labels (a NumPy array when they came as a list).
+    """
+    import keras
+    import numpy as np
+
+    dtype = getattr(labels, "dtype", None)
+    if dtype is None:
+        labels = np.asarray(labels)
+        dtype = labels.dtype
+    try:
+        np_kind = np.dtype(dtype).kind
+    except TypeError:
+        np_kind = None
+    if np_kind in ("U", "S", "O", "b", "c"):
+        bad = str(dtype)
+    else:
+        try:
+            std = keras.backend.standardize_dtype(dtype)
+        except (ValueError, TypeError):
+            std = str(dtype)
+        bad = std if ("int" not in std and "float" not in std) else None
+    if bad is not None:
+        raise TypeError(
+            f"`{name}` must be integer class ids (or floats holding integers, or one-hot "
+            f"floats). Received: {name} of dtype {bad}"
+        )
+    return labels
+
+
+def normalize_class_labels(labels, num_classes, name="labels"):
+    """The one label rule of keras_margins: class ids -> int32 ids, ``-1`` for a bad label.
+
+    A label is valid when it is an integer in ``[0, num_classes)``: any integer dtype (compared
+    in its own width, so an int64 ``2**32 + 3`` is not taken as 3) or a float holding an
+    integer value exactly (``3.0``; ``1.6``, ``NaN`` and ``inf`` are not labels). Every other
+    value becomes ``-1``, which each entry point turns into a NaN result for that sample (the
+    loss is then NaN). This is computed with tensor ops only, so it behaves the same eagerly,
+    in a graph and under XLA, on every backend. Non-numeric labels (strings, bools) are a
+    ``TypeError``.
+
+    Args:
+        labels: ``(B,)`` tensor or array of class ids (any rank is kept as is).
+        num_classes: The number of classes ``C`` (a Python int).
+        name: The argument name used in error messages. Defaults to ``"labels"``.
+
+    Returns:
+        int32 tensor of the same shape: the label where valid, ``-1`` elsewhere.
+    """
+    import keras
+    import numpy as np
+    from keras import ops
+
+    labels = check_label_dtype(labels, name)
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "iu" and labels.itemsize == 8:
+        # Checked before the conversion: JAX (without x64) wraps int64 into int32 on the way.
+        labels = np.where((labels >= 0) & (labels < num_classes), labels, -1).astype("int32")
+    labels = ops.convert_to_tensor(labels)
+    dtype = keras.backend.standardize_dtype(labels.dtype)
+    if "float" in dtype:
+        labels = ops.cast(labels, "float32") if dtype in ("float16", "bfloat16") else labels
+        valid = ops.logical_and(
+            ops.logical_and(labels >= 0.0, labels < float(num_classes)),
+            ops.floor(labels) == labels,
+        )
+        safe = ops.where(valid, labels, ops.zeros_like(labels))
+    else:
+        # Compare in a width that holds both the labels and num_classes exactly (a Python int
+        # next to an int8 tensor would be cast to int8 first).
+        if dtype in ("int8", "int16", "uint8", "uint16"):
+            labels = ops.cast(labels, "int32")
+        elif dtype == "uint32":
+            labels = ops.cast(labels, "int64")
+        valid = ops.logical_and(labels >= 0, labels < num_classes)
+        safe = ops.where(valid, labels, ops.zeros_like(labels))
+    return ops.where(valid, ops.cast(safe, "int32"), -1)

@@ -48,8 +48,9 @@ class PartialFC(keras.layers.Layer):
 
     Each sample's label must be among the ``k`` sampled classes, so the number of distinct labels
     in a batch must not exceed ``k`` (choose ``sample_rate * C >= batch_size`` to be safe). A
-    label that does not fit, or lies outside ``[0, C)``, turns its logit row into NaN, as in the
-    heads: the loss becomes NaN rather than a plausible number.
+    label that does not fit, or is not a class id in ``[0, C)`` (the heads' label rule), turns
+    its logit row into NaN, as in the heads: the loss becomes NaN rather than a plausible number.
+    An empty batch (a replica that gets no samples) adds a loss of 0.
 
     Args:
         head: The margin head to wrap (any :class:`keras_margins.heads.MarginHead`, unbuilt).
@@ -228,7 +229,10 @@ class PartialFC(keras.layers.Layer):
         # A bad label already made its row NaN; clip only so the loss op accepts the index.
         target = ops.clip(remapped, 0, width - 1)
         loss = keras.losses.sparse_categorical_crossentropy(target, logits, from_logits=True)
-        self.add_loss(ops.mean(loss))
+        # The batch mean; an empty batch (a replica with no samples under a distribution
+        # strategy) adds 0, not 0 / 0 = NaN.
+        batch = ops.cast(ops.shape(loss)[0], "float32")
+        self.add_loss(ops.sum(loss) / ops.maximum(batch, 1.0))
         return logits
 
     # ------------------------------------------------------------------ export

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from keras_margins._validation import check_float
+from keras_margins._validation import FLOAT32_MAX, check_float, check_float32_bound
 from keras_margins.heads.base import MarginHead, safe_arccos
 
 
@@ -160,6 +160,9 @@ class CombinedMargin(MarginHead):
     def __init__(self, num_classes, scale=64.0, m1=1.0, m2=0.5, m3=0.0, sub_centers=1, **kwargs):
         super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
         self.m1 = check_float("m1", m1, low=1.0)
+        check_float32_bound(
+            "m1", self.m1, FLOAT32_MAX / 4.0, "m1 * theta (theta up to pi) must be finite in float32"
+        )
         self.m2 = check_float("m2", m2, low=0.0, high=math.pi, high_open=True, range_text="[0, pi)")
         self.m3 = check_float("m3", m3, low=0.0, high=2.0, high_open=True)
 

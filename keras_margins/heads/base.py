@@ -1,9 +1,20 @@
 """The base shared by every margin head: class centres, float32 cosines, labels, sub-centres."""
 
+import inspect
+import warnings
+
 import keras
 from keras import ops
 
-from keras_margins._validation import check_float, check_int
+from keras_margins._validation import (
+    MAX_LOGIT_SCALE,
+    check_float,
+    check_float32_bound,
+    check_int,
+    check_label_dtype,
+    check_notebook_arguments,
+    normalize_class_labels,
+)
 
 # Floor of sin^2(theta) = (1 - cos)(1 + cos) before its square root. For a float32 cosine in
 # [-1, 1] this product is either exactly 0 (cos = +-1) or at least ~6e-8, so the floor changes no
@@ -13,7 +24,9 @@ from keras_margins._validation import check_float, check_int
 SIN2_FLOOR = 1e-30
 
 # Floor for squared vector norms before dividing by them (an all-zero embedding or kernel
-# column): the result is then 0, not NaN.
+# column): the result is then 0, not NaN. Embeddings of extreme magnitude are first scaled to a
+# largest entry of about 1 (see `l2_normalize`), so for them the floor only ever applies to the
+# all-zero vector.
 NORM_EPS = 1e-12
 
 
@@ -42,10 +55,64 @@ def layer_metrics_supported():
     return keras.backend.backend() != "jax"
 
 
+def _max_along(x, axis, keepdims=False, initial=-float("inf")):
+    """``max`` along a non-empty ``axis`` that also accepts a batch of 0 rows on every backend.
+
+    Keras's ``ops.max`` refuses an empty tensor without ``initial`` (TensorFlow, JAX) and, on
+    PyTorch, returns a wrongly shaped result for one with it; ``initial`` must not change the
+    maximum of a non-empty row.
+    """
+    if keras.backend.backend() == "torch":
+        return ops.amax(x, axis=axis, keepdims=keepdims)
+    return ops.max(x, axis=axis, keepdims=keepdims, initial=initial)
+
+
+def _inverse_sqrt_max_abs(x, axis):
+    """``1 / sqrt(m)`` with ``m`` the largest ``|x|`` along ``axis`` (kept), without gradient.
+
+    Multiplying ``x`` by it twice makes the vector's largest entry about +-1, so its squared
+    norm lies in about ``[1, D]``: no overflow (norms above ~1e19) and no underflow into the
+    norm floor (norms below ~1e-6). The factor is applied as two multiplications by
+    ``1 / sqrt(m)``, a normal float32 for every ``m`` in the float32 range, rather than one by
+    ``1 / m``, which is subnormal for ``m`` above ~8.5e37 and flushed to zero by XLA on CPU.
+    Where ``m`` lies in ``[2**-19, 2**40]`` (every realistic embedding) the factor is exactly 1:
+    the squared norm neither overflows nor reaches the floor there, and the result is then the
+    plain ``x / ||x||`` bit for bit (a vector along a class centre keeps a cosine of exactly 1).
+    Treating the factor as a constant keeps every gradient exact: ``x / ||x||`` does not depend
+    on it. An all-zero vector gets 1; a NaN or inf entry still gives a NaN result.
+    """
+    m = _max_along(ops.abs(x), axis, keepdims=True, initial=0.0)  # batch 0 allowed
+    plain = ops.logical_and(m >= 2.0**-19, m <= 2.0**40)
+    r = ops.rsqrt(ops.where(m > 0, m, ops.ones_like(m)))
+    return ops.stop_gradient(ops.where(plain, ops.ones_like(r), r))
+
+
 def l2_normalize(x, axis=-1):
-    """``x / ||x||`` along ``axis`` with a floored norm, so a zero vector stays finite."""
-    sq = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    return x * ops.rsqrt(ops.maximum(sq, NORM_EPS))
+    """``x / ||x||`` along ``axis``, for any float32 magnitude; a zero vector stays finite (0).
+
+    The vector is first scaled so that its largest absolute entry is about 1 (one extra pass
+    over ``x``), so the result does not depend on the magnitude of ``x`` anywhere in the float32
+    range (1e-30 and 1e30 give the same direction); the 1e-12 floor of the squared norm then
+    only keeps the all-zero vector at 0 rather than NaN. NaN or inf in gives NaN out.
+    """
+    x = ops.convert_to_tensor(x)
+    r = _inverse_sqrt_max_abs(x, axis)
+    y = (x * r) * r
+    sq = ops.sum(ops.square(y), axis=axis, keepdims=True)
+    return y * ops.rsqrt(ops.maximum(sq, NORM_EPS))
+
+
+def feature_norm(x, axis=-1):
+    """``||x||`` along ``axis`` (kept), without overflow or underflow where it is representable.
+
+    Computed on ``x`` scaled to a largest entry of about 1, then scaled back. The all-zero
+    vector gets ``sqrt(1e-12) = 1e-6`` (a finite scale; its cosines are 0 anyway).
+    """
+    x = ops.convert_to_tensor(x)
+    r = _inverse_sqrt_max_abs(x, axis)
+    y = (x * r) * r
+    norm = ops.sqrt(ops.maximum(ops.sum(ops.square(y), axis=axis, keepdims=True), NORM_EPS))
+    return (norm / r) / r
 
 
 def _column_inverse_norms(w, transposed=False):
@@ -158,7 +225,7 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transp
             candidates = index[:, None] * sub_centers + ops.arange(sub_centers, dtype="int32")
             options = ops.take_along_axis(out, candidates, axis=1)
             column = index * sub_centers + ops.cast(ops.argmax(options, axis=1), "int32")
-            out_y = ops.max(options, axis=1)
+            out_y = _max_along(options, 1)  # batch 0 allowed
         return sq, inv, out, column, out_y
 
     if keras.backend.backend() not in ("tensorflow", "jax"):
@@ -190,12 +257,28 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transp
     return forward(xs, w, inv_scale)
 
 
+def check_head_arguments(cls, kwargs):
+    """Reject a Kaggle-notebook argument name (``s``, ``m``, ``n_classes``, ...) clearly.
+
+    Called from the heads' ``__new__``, before Python binds the arguments to ``__init__``
+    (which would fail with "missing 'num_classes'" or "Unrecognized keyword arguments"). The
+    names every ``__init__`` of the class's hierarchy accepts are never reported.
+    """
+    accepted = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            accepted |= set(inspect.signature(klass.__init__).parameters)
+    check_notebook_arguments(cls, kwargs, accepted)
+
+
 def max_over_sub_centers(values, sub_centers):
     """``(B, C * K)`` -> ``(B, C)``: each class's maximum over its ``K`` sub-centre columns."""
     if sub_centers == 1:
         return values
     num_classes = values.shape[1] // sub_centers
-    return ops.max(ops.reshape(values, (-1, num_classes, sub_centers)), axis=-1)
+    # The batch size from the tensor, not -1: a batch of 0 (an empty replica) has no -1 to infer.
+    values = ops.reshape(values, (ops.shape(values)[0], num_classes, sub_centers))
+    return _max_along(values, -1)
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -214,9 +297,16 @@ class MarginHead(keras.layers.Layer):
 
     Labels are integer class ids of shape ``(B,)`` or ``(B, 1)`` (any integer dtype; float
     values holding integers are accepted too, as Keras may feed them) or one-hot / soft labels of
-    shape ``(B, num_classes)`` (the arg-max is used). A label outside ``[0, num_classes)`` cannot be
-    checked without Python control flow on tensor values (which would break XLA), so it turns the
-    whole logit row of that sample into NaN: the loss becomes NaN rather than a plausible number.
+    shape ``(B, num_classes)`` (the arg-max is used). A label that is not a class id (outside
+    ``[0, num_classes)`` in its own integer width, a float that is not an integer such as 1.6,
+    NaN) cannot be checked without Python control flow on tensor values (which would break XLA),
+    so it turns the whole logit row of that sample into NaN, eagerly, in graphs and under XLA
+    alike: the loss becomes NaN rather than a plausible number. String or bool labels are a
+    ``TypeError``. Every keras_margins entry point that takes class labels follows this rule
+    (see :func:`keras_margins._validation.normalize_class_labels`).
+
+    Called without labels with ``training=True`` (a head inside a model trained without feeding
+    it the labels) a head with a margin warns once: it would train with no margin.
 
     Args:
         num_classes: Number of classes (identities). Must be >= 1.
@@ -231,6 +321,16 @@ class MarginHead(keras.layers.Layer):
 
     #: Whether ``scale=None`` (use ``||x||`` as the scale) is allowed for this head.
     allows_norm_scale = False
+
+    #: Whether the head's training logits depend on the labels (a margin): calling it without
+    #: labels with ``training=True`` then warns.
+    uses_labels = True
+
+    def __new__(cls, *args, **kwargs):
+        # Before Python binds the arguments: `ArcFace(n_classes=10, s=30, m=0.5)` would fail
+        # with "missing 'num_classes'" or "Unrecognized keyword arguments".
+        check_head_arguments(cls, kwargs)
+        return super().__new__(cls, *args, **kwargs)
 
     #: Set by a wrapper that owns the class centres (PartialFC) before the head is built.
     kernel_is_external = False
@@ -259,11 +359,19 @@ class MarginHead(keras.layers.Layer):
                     f"Received: scale={scale}"
                 )
             self.scale = check_float("scale", scale, low=0.0, low_open=True)
+            check_float32_bound(
+                "scale",
+                self.scale,
+                MAX_LOGIT_SCALE,
+                "the logits (up to about 8 * scale apart) times the class centres' norms must "
+                "stay finite in float32",
+            )
         self.sub_centers = check_int("sub_centers", sub_centers, minimum=1)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.supports_masking = False
+        self._warned_without_labels = False
 
     # ------------------------------------------------------------------ building
     @staticmethod
@@ -340,15 +448,22 @@ class MarginHead(keras.layers.Layer):
         """The factor multiplying the cosines: ``scale``, or ``||x||`` per sample (B, 1)."""
         if self.scale is not None:
             return ops.convert_to_tensor(self.scale, dtype="float32")
-        x = ops.cast(embeddings, "float32")
-        return ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), NORM_EPS))
+        return feature_norm(ops.cast(embeddings, "float32"))
 
     def prepare_labels(self, labels, batch_size=None):
-        """Integer class ids of shape ``(B,)`` from any accepted label form."""
+        """int32 class ids of shape ``(B,)`` from any accepted label form; ``-1`` marks a bad one.
+
+        A label that is not a class id in ``[0, num_classes)`` (see
+        :func:`keras_margins._validation.normalize_class_labels`) becomes ``-1``; a one-hot
+        row holding NaN or inf too.
+        """
+        labels = check_label_dtype(labels, "labels")
+        labels = ops.convert_to_tensor(labels)
         shape = tuple(labels.shape)
         rank = len(shape)
         if rank == 2 and shape[-1] == self.num_classes and self.num_classes > 1:
-            labels = ops.argmax(labels, axis=-1)
+            finite = ops.isfinite(ops.sum(ops.cast(labels, "float32"), axis=-1))
+            labels = ops.where(finite, ops.cast(ops.argmax(labels, axis=-1), "int32"), -1)
         elif rank == 2 and shape[-1] == 1:
             labels = ops.reshape(labels, (-1,))
         elif rank != 1:
@@ -362,10 +477,9 @@ class MarginHead(keras.layers.Layer):
                 "`labels` must have one entry per embedding. Received: "
                 f"labels.shape={shape} for embeddings with batch size {batch_size}"
             )
-        dtype = keras.backend.standardize_dtype(labels.dtype)
-        if "float" in dtype:
-            labels = ops.round(labels)
-        return ops.cast(labels, "int32")
+        if rank == 2 and shape[-1] == self.num_classes and self.num_classes > 1:
+            return labels
+        return normalize_class_labels(labels, self.num_classes, "labels")
 
     def call(self, inputs, training=None):
         if isinstance(inputs, (list, tuple)):
@@ -391,11 +505,14 @@ class MarginHead(keras.layers.Layer):
         centre per row.
         """
         self._check_embedding_shape(tuple(embeddings.shape))
-        x = l2_normalize(ops.cast(embeddings, "float32"))
         w = self._kernel_tensor(kernel)
-        scale = self.logit_scale(embeddings)  # a scalar, or (B, 1) for the feature norm
         t = bool(kernel_transposed)
+        self._check_embedding_dim(embeddings, w.shape[1 if t else 0])
+        x = l2_normalize(ops.cast(embeddings, "float32"))
+        scale = self.logit_scale(embeddings)  # a scalar, or (B, 1) for the feature norm
         if labels is None:
+            if training is True:
+                self._warn_without_labels()
             return max_over_sub_centers(normalized_matmul(x * scale, w, t), self.sub_centers)
 
         labels = self.prepare_labels(labels, batch_size=embeddings.shape[0])
@@ -436,23 +553,48 @@ class MarginHead(keras.layers.Layer):
         is_target = ops.expand_dims(ops.arange(num_classes, dtype="int32"), 0) == index[:, None]
         return self.combine(cos, target, is_target, training=training) * scale
 
+    def _check_embedding_dim(self, embeddings, dim):
+        got = embeddings.shape[-1]
+        if got is not None and dim is not None and int(got) != int(dim):
+            raise ValueError(
+                f"`embeddings` must have embedding_dim {int(dim)}, the size {self.name} was "
+                f"built for. Received: embeddings.shape={tuple(embeddings.shape)}"
+            )
+
+    def _warn_without_labels(self):
+        """Warn once per head (at trace time) that a training call without labels has no margin."""
+        if not self.uses_labels or self._warned_without_labels:
+            return
+        self._warned_without_labels = True
+        warnings.warn(
+            f"{type(self).__name__} layer '{self.name}' is called without labels while "
+            "training (training=True): it then returns the plain cosine logits with no margin, "
+            "so the model trains as a normalized softmax without the margin. Pass the labels as a second input, "
+            "head([embeddings, labels]) (see km.build_models), and call it without labels only "
+            "for inference.",
+            UserWarning,
+            stacklevel=2,
+        )
+
     def target_columns(self, cos, labels):
         """Each sample's target cosine, the boolean target mask, and which labels are valid.
 
         Args:
             cos: ``(B, C)`` cosines.
-            labels: int32 ``(B,)`` class ids, as returned by :meth:`prepare_labels`.
+            labels: int32 ``(B,)`` class ids, as returned by :meth:`prepare_labels` (``-1`` for a
+                bad label).
 
         Returns:
             ``(cos_y, is_target, valid)``: ``(B,)`` target cosines, ``(B, C)`` boolean mask of
             the target column, ``(B,)`` whether the label lies in ``[0, C)``. An invalid label's
-            gather is clipped into range; the caller turns its row into NaN.
+            gather is clipped into range and its mask row is all False; the caller turns its
+            row into NaN or rejects it.
         """
         num_classes = cos.shape[1]
         valid = ops.logical_and(labels >= 0, labels < num_classes)
         index = ops.clip(labels, 0, num_classes - 1)
         cos_y = ops.take_along_axis(cos, index[:, None], axis=1)[:, 0]
-        is_target = ops.expand_dims(ops.arange(num_classes, dtype="int32"), 0) == index[:, None]
+        is_target = ops.expand_dims(ops.arange(num_classes, dtype="int32"), 0) == labels[:, None]
         return cos_y, is_target, valid
 
     def combine(self, cos, target, is_target, training=None):

@@ -5,8 +5,17 @@ import math
 import keras
 from keras import ops
 
-from keras_margins._validation import check_float, check_int
-from keras_margins.heads.base import l2_normalize
+from keras_margins._validation import (
+    MAX_LOGIT_SCALE,
+    check_float,
+    check_float32_bound,
+    check_int,
+)
+from keras_margins.heads.base import check_head_arguments, l2_normalize
+
+_ALPHA_REASON = (
+    "alpha * x / ||x|| and the logits (times the class weights' norms) must stay finite in float32"
+)
 
 
 def l2_softmax_alpha_lower_bound(num_classes, p=0.9):
@@ -74,6 +83,7 @@ class ScaledL2Normalization(keras.layers.Layer):
         kwargs["autocast"] = False
         super().__init__(**kwargs)
         self.alpha = check_float("alpha", alpha, low=0.0, low_open=True)
+        check_float32_bound("alpha", self.alpha, MAX_LOGIT_SCALE, _ALPHA_REASON)
         if not isinstance(trainable_alpha, bool):
             raise ValueError(
                 f"`trainable_alpha` must be a bool. Received: trainable_alpha={trainable_alpha!r}"
@@ -164,6 +174,10 @@ class L2Softmax(keras.layers.Layer):
         Verification", arXiv 1703.09507 (2017).
     """
 
+    def __new__(cls, *args, **kwargs):
+        check_head_arguments(cls, kwargs)  # `s`, `n_classes`, ...: point to the right name
+        return super().__new__(cls, *args, **kwargs)
+
     def __init__(
         self,
         num_classes,
@@ -189,6 +203,7 @@ class L2Softmax(keras.layers.Layer):
             self._alpha_arg = None
         else:
             alpha = check_float("alpha", alpha, low=0.0, low_open=True)
+            check_float32_bound("alpha", alpha, MAX_LOGIT_SCALE, _ALPHA_REASON)
             self._alpha_arg = alpha
         self.alpha = alpha
         if not isinstance(trainable_alpha, bool):
@@ -257,6 +272,11 @@ class L2Softmax(keras.layers.Layer):
                 )
             inputs = inputs[0]
         self._embedding_shape(inputs.shape)
+        if inputs.shape[-1] is not None and int(inputs.shape[-1]) != self.kernel.shape[0]:
+            raise ValueError(
+                f"`embeddings` must have embedding_dim {self.kernel.shape[0]}, the size "
+                f"{self.name} was built for. Received: embeddings.shape={tuple(inputs.shape)}"
+            )
         features = self.feature_scale(inputs)
         logits = ops.matmul(features, ops.cast(self.kernel, "float32"))
         if self.use_bias:

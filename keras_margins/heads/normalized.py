@@ -43,5 +43,8 @@ class NormSoftmax(MarginHead):
         Wang et al., "NormFace: L2 Hypersphere Embedding for Face Verification", ACM MM 2017.
     """
 
+    #: No margin: a training call without labels is this head's normal use (no warning).
+    uses_labels = False
+
     def __init__(self, num_classes, scale=16.0, sub_centers=1, **kwargs):
         super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)

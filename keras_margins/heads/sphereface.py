@@ -5,8 +5,17 @@ import math
 import keras
 from keras import ops
 
-from keras_margins._validation import check_float
+from keras_margins._validation import FLOAT32_MAX, check_float, check_float32_bound
 from keras_margins.heads.base import MarginHead, layer_metrics_supported, safe_arccos
+
+#: Up to this margin, the branch index is found by comparisons with cos(j*pi/m) (exact at the
+#: boundaries) and an integer margin uses the Chebyshev recurrence; above it, both are computed
+#: in closed form, so the graph does not grow with m.
+_SMALL_MARGIN = 16
+
+#: The largest margin: the branch index k = floor(m * theta / pi) <= m and its parity (the sign
+#: (-1)^k) must be exact in float32, which holds for integers up to 2**24.
+MAX_SPHEREFACE_MARGIN = 2.0**24
 
 
 def sphereface_psi(cos_y, margin):
@@ -19,7 +28,10 @@ def sphereface_psi(cos_y, margin):
     number of boundaries ``j*pi/m`` (``j = 1 .. ceil(m) - 1``) the angle has passed, found by
     comparing ``cos(theta)`` with ``cos(j*pi/m)``. For an integer ``m``, ``cos(m*theta)`` is the
     Chebyshev polynomial ``T_m(cos(theta))`` (no ``arccos``: exact gradients up to cos = +-1);
-    a non-integer ``m`` goes through a clipped ``arccos``. The margin is never rounded.
+    a non-integer ``m`` goes through a clipped ``arccos``. The margin is never rounded. For
+    ``m > 16`` both are computed in closed form instead (``k = floor(m * theta / pi)``,
+    ``cos(m * theta)``), so the cost does not grow with ``m``; ``psi`` is continuous at the
+    boundaries, so a rounding-level difference in ``k`` there changes nothing.
 
     Args:
         cos_y: float32 tensor of target cosines, clipped to [-1, 1].
@@ -29,6 +41,13 @@ def sphereface_psi(cos_y, margin):
         float32 tensor of the same shape as ``cos_y``.
     """
     m = float(margin)
+    if m > _SMALL_MARGIN:
+        theta = safe_arccos(cos_y)
+        k = ops.clip(ops.floor(theta * (m / math.pi)), 0.0, float(math.ceil(m) - 1))
+        k = ops.stop_gradient(k)
+        cos_mt = ops.cos(m * theta)
+        sign = 1.0 - 2.0 * (k - 2.0 * ops.floor(k / 2.0))
+        return sign * cos_mt - 2.0 * k
     k = ops.zeros_like(cos_y)
     for j in range(1, math.ceil(m)):
         k = k + ops.cast(cos_y < math.cos(j * math.pi / m), "float32")
@@ -138,12 +157,30 @@ class SphereFace(MarginHead):
     ):
         super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
         margin = check_float("margin", margin, low=1.0)
+        check_float32_bound(
+            "margin",
+            margin,
+            MAX_SPHEREFACE_MARGIN,
+            "the branch index of psi, up to m, and its parity must be exact in float32 (the "
+            "paper uses 1 to 4)",
+        )
         # Keep an integer margin an int in the config (4, not 4.0); never round a real one.
         self.margin = int(margin) if margin.is_integer() else margin
         self.lambda_base = check_float("lambda_base", lambda_base, low=0.0)
         self.lambda_gamma = check_float("lambda_gamma", lambda_gamma, low=0.0)
         self.lambda_power = check_float("lambda_power", lambda_power, low=0.0)
         self.lambda_min = check_float("lambda_min", lambda_min, low=0.0)
+        for name in ("lambda_base", "lambda_min"):
+            check_float32_bound(
+                name,
+                getattr(self, name),
+                FLOAT32_MAX / 4.0,
+                "lambda * cos(theta) and 1 + lambda must stay finite in float32",
+            )
+        for name in ("lambda_gamma", "lambda_power"):
+            check_float32_bound(
+                name, getattr(self, name), FLOAT32_MAX, "it must be representable in float32"
+            )
         # The mean lambda of the epoch's steps, in the fit logs (not on JAX: a Keras limitation,
         # see `layer_metrics_supported`; `current_lambda()` works on every backend).
         self.lambda_tracker = (

@@ -5,11 +5,29 @@ import math
 import keras
 from keras import ops
 
-from keras_margins._validation import check_choice, check_float
+from keras_margins._validation import (
+    MAX_LOGIT_SCALE,
+    check_choice,
+    check_float,
+    check_float32_bound,
+)
 from keras_margins.heads.arcface import angular_margin_target
 from keras_margins.heads.base import MarginHead, layer_metrics_supported
 
 _MARGIN_TYPES = (None, "cosine", "arc")
+
+
+def _concrete(tensor):
+    """The NumPy value of ``tensor`` when it holds concrete values (eager), else ``None``."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            return None
+    try:
+        return ops.convert_to_numpy(tensor)
+    except Exception:  # noqa: BLE001  a traced tensor: each backend raises its own type
+        return None
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -79,6 +97,13 @@ class SVSoftmax(MarginHead):
     ):
         super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
         self.t = check_float("t", t, low=1.0)
+        check_float32_bound(
+            "t",
+            self.t,
+            MAX_LOGIT_SCALE / (2.0 * self.scale),
+            f"the re-weighted logits scale * (t * cos + t - 1), up to (2 t - 1) * scale with "
+            f"scale={self.scale}, must stay finite in float32",
+        )
         self.margin_type = check_choice("margin_type", margin_type, _MARGIN_TYPES)
         if margin_type is None:
             margin = check_float("margin", margin)
@@ -123,11 +148,28 @@ class SVSoftmax(MarginHead):
         return ops.where(is_target, target[:, None], reweighted)
 
     def support_vector_mask(self, embeddings, labels):
-        """Boolean ``(B, num_classes)`` mask of the support vectors (target columns False)."""
+        """Boolean ``(B, num_classes)`` mask of the support vectors (target columns False).
+
+        Labels follow the heads' rule (see :class:`MarginHead`). A mask cannot hold NaN, so a
+        label that is not a class id in ``[0, num_classes)`` is a ``ValueError`` when the labels
+        are concrete values (eager call); in a traced function, where they cannot be read, its
+        row is all False.
+        """
+        embeddings = ops.convert_to_tensor(embeddings)
+        if not self.built:
+            self.build(tuple(embeddings.shape))
         cos = self.cosine(embeddings)
-        labels = self.prepare_labels(ops.convert_to_tensor(labels))
-        cos_y, is_target, _ = self.target_columns(cos, labels)
-        return self._mask(cos, self.target_logit(cos_y, embeddings=embeddings), is_target)
+        labels = self.prepare_labels(labels, batch_size=cos.shape[0])
+        concrete = _concrete(labels)
+        if concrete is not None and (concrete < 0).any():
+            bad = [int(i) for i in (concrete < 0).nonzero()[0]]
+            raise ValueError(
+                f"`labels` must be class ids in [0, {self.num_classes}) (integers, or floats "
+                f"holding integers). Received: labels with invalid entries at positions {bad}"
+            )
+        cos_y, is_target, valid = self.target_columns(cos, labels)
+        mask = self._mask(cos, self.target_logit(cos_y, embeddings=embeddings), is_target)
+        return ops.logical_and(mask, valid[:, None])
 
     def get_config(self):
         config = super().get_config()

@@ -3,7 +3,18 @@
 import keras
 from keras import ops
 
-from keras_margins._validation import check_float, check_int
+from keras_margins._validation import (
+    FLOAT32_MAX,
+    check_float,
+    check_float32_bound,
+    check_int,
+    check_label_dtype,
+    normalize_class_labels,
+)
+
+
+def _is_pair(value):
+    return isinstance(value, (list, tuple)) and len(value) == 2
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -24,6 +35,12 @@ class CenterLoss(keras.layers.Layer):
     ``L = L_softmax + lambda * L_C`` as in the paper. The loss is the batch mean (as the
     authors' released code), not the sum, so ``weight`` does not depend on the batch size.
     Everything is computed in float32.
+
+    Labels follow the heads' rule (see :class:`keras_margins.heads.MarginHead`): integer class
+    ids, or floats holding integers. A label that is not a class id in ``[0, num_classes)``
+    (outside the range, a float such as 1.6, NaN) makes the loss NaN and moves no centre;
+    string labels are a ``TypeError``. An empty batch (a replica that gets no samples) adds a
+    loss of 0 and moves nothing.
 
     Args:
         num_classes: Number of classes. Must be >= 1.
@@ -59,12 +76,15 @@ class CenterLoss(keras.layers.Layer):
         self.num_classes = check_int("num_classes", num_classes, minimum=1)
         self.alpha = check_float("alpha", alpha, low=0.0, high=1.0)
         self.weight = check_float("weight", weight, low=0.0)
+        check_float32_bound(
+            "weight", self.weight, FLOAT32_MAX, "it must be representable in float32"
+        )
         self.centers_initializer = keras.initializers.get(centers_initializer)
 
     def build(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+        if not _is_pair(input_shape) or not isinstance(input_shape[0], (list, tuple)):
             raise ValueError(
-                "`CenterLoss` takes `[embeddings, labels]`. "
+                "`CenterLoss` takes `[embeddings, labels]` (two tensors). "
                 f"Received: input_shape={input_shape}"
             )
         emb_shape = tuple(input_shape[0])
@@ -84,19 +104,45 @@ class CenterLoss(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=False):
+        if not _is_pair(inputs):
+            raise ValueError(
+                "`CenterLoss` takes `[embeddings, labels]` (two tensors). "
+                f"Received: inputs={inputs!r}"
+            )
         embeddings, labels = inputs
+        labels = ops.convert_to_tensor(check_label_dtype(labels, "labels"))
+        shape = tuple(labels.shape)
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[-1] != 1):
+            raise ValueError(
+                "`labels` must be integer class ids of shape (batch_size,) or (batch_size, 1). "
+                f"Received: labels.shape={shape}"
+            )
+        batch = embeddings.shape[0]
+        if shape[0] is not None and batch is not None and shape[0] != batch:
+            raise ValueError(
+                "`labels` must have one entry per embedding. Received: "
+                f"labels.shape={shape}, embeddings.shape={tuple(embeddings.shape)}"
+            )
         if not training:
             return embeddings
         x = ops.cast(embeddings, "float32")
-        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
+        labels = normalize_class_labels(ops.reshape(labels, (-1,)), self.num_classes, "labels")
+        valid = labels >= 0
+        index = ops.maximum(labels, 0)
         centers = ops.convert_to_tensor(self.centers)
-        diff = x - ops.take(centers, labels, axis=0)
-        self.add_loss(self.weight * 0.5 * ops.mean(ops.sum(ops.square(diff), axis=1)))
-        # The paper's update, for the classes of the batch only (n_j = 0 gives delta = 0).
-        x_stop = ops.stop_gradient(x)
-        sums = ops.segment_sum(x_stop, labels, num_segments=self.num_classes)
+        diff = x - ops.take(centers, index, axis=0)
+        per_sample = ops.sum(ops.square(diff), axis=1)
+        per_sample = ops.where(valid, per_sample, ops.full_like(per_sample, float("nan")))
+        # The batch mean; an empty batch (a replica with no samples) adds 0, not 0 / 0.
+        batch = ops.cast(ops.shape(per_sample)[0], "float32")
+        mean = ops.sum(per_sample) / ops.maximum(batch, 1.0)
+        self.add_loss(self.weight * 0.5 * mean)
+        # The paper's update, for the classes of the batch only (n_j = 0 gives delta = 0). A bad
+        # label's sample counts nowhere: no centre moves for it.
+        x_stop = ops.where(valid[:, None], ops.stop_gradient(x), ops.zeros_like(x))
+        sums = ops.segment_sum(x_stop, index, num_segments=self.num_classes)
         counts = ops.segment_sum(
-            ops.ones_like(labels, dtype="float32"), labels, num_segments=self.num_classes
+            ops.cast(valid, "float32"), index, num_segments=self.num_classes
         )[:, None]
         delta = (counts * centers - sums) / (1.0 + counts)
         self.centers.assign(centers - self.alpha * delta)

@@ -3,7 +3,13 @@
 import keras
 from keras import ops
 
-from keras_margins._validation import check_float
+from keras_margins._validation import (
+    FLOAT32_MAX,
+    check_float,
+    check_float32_bound,
+    check_label_dtype,
+    normalize_class_labels,
+)
 
 # float32 relative rounding allowance when turning keep_ratio * B into a count (so that
 # keep_ratio=0.3 and B=10 keep 3 samples, not 4 because 0.3 * 10 rounds to 3.0000001).
@@ -14,8 +20,9 @@ _RATIO_TOL = 1e-6
 _FOCAL_FLOOR = 1e-30
 
 
-def _sparse_labels(y_true):
-    y_true = ops.convert_to_tensor(y_true)
+def _sparse_labels(y_true, num_classes):
+    """int32 ``(B,)`` class ids, ``-1`` for a label that is not one (the heads' label rule)."""
+    y_true = ops.convert_to_tensor(check_label_dtype(y_true, "y_true"))
     if len(y_true.shape) == 2 and y_true.shape[-1] == 1:
         y_true = ops.reshape(y_true, (-1,))
     elif len(y_true.shape) != 1:
@@ -23,22 +30,37 @@ def _sparse_labels(y_true):
             "`y_true` must be sparse integer labels of shape (batch_size,) or (batch_size, 1). "
             f"Received: y_true.shape={tuple(y_true.shape)}"
         )
-    if "float" in keras.backend.standardize_dtype(y_true.dtype):
-        y_true = ops.round(y_true)
-    return ops.cast(y_true, "int32")
+    return normalize_class_labels(y_true, num_classes, "y_true")
 
 
 def _log_prob_target(y_true, y_pred):
-    """float32 ``log softmax(y_pred)[y]`` per sample, from logits (stable for huge logits)."""
+    """float32 ``log softmax(y_pred)[y]`` per sample, from logits (stable for huge logits).
+
+    A label that is not a class id in ``[0, C)`` (outside the range, or a float that is not an
+    integer) gives NaN for its sample, as the heads do: never another class's value.
+    """
     logits = ops.cast(ops.convert_to_tensor(y_pred), "float32")
-    if len(logits.shape) != 2:
+    if len(logits.shape) != 2 or logits.shape[-1] is None:
         raise ValueError(
-            "`y_pred` must be logits of shape (batch_size, num_classes). "
-            f"Received: y_pred.shape={tuple(logits.shape)}"
+            "`y_pred` must be logits of shape (batch_size, num_classes) with a known "
+            f"num_classes. Received: y_pred.shape={tuple(logits.shape)}"
         )
-    labels = _sparse_labels(y_true)
+    labels = _sparse_labels(y_true, int(logits.shape[-1]))
+    n, batch = labels.shape[0], logits.shape[0]
+    if n is not None and batch is not None and n != batch:
+        raise ValueError(
+            "`y_true` must have one label per row of `y_pred`. Received: "
+            f"y_true of {n} labels, y_pred.shape={tuple(logits.shape)}"
+        )
+    valid = labels >= 0
     log_probs = ops.log_softmax(logits, axis=-1)
-    return ops.take_along_axis(log_probs, labels[:, None], axis=1)[:, 0]
+    picked = ops.take_along_axis(log_probs, ops.maximum(labels, 0)[:, None], axis=1)[:, 0]
+    return ops.where(valid, picked, ops.full_like(picked, float("nan")))
+
+
+def _check_gamma(gamma):
+    gamma = check_float("gamma", gamma, low=0.0)
+    return check_float32_bound("gamma", gamma, FLOAT32_MAX, "it must be representable in float32")
 
 
 def hard_mining_softmax_loss(y_true, y_pred, keep_ratio=0.5):
@@ -50,7 +72,9 @@ def hard_mining_softmax_loss(y_true, y_pred, keep_ratio=0.5):
         out_i = (B / k) * ce_i   if i is kept,   0 otherwise
 
     so the mean of the output over the batch is the mean cross-entropy of the kept samples.
-    The selection carries no gradient.
+    The selection carries no gradient. A label that is not a class id in ``[0, C)`` (outside
+    the range, or a float such as 1.6 that is not an integer) makes its sample's value NaN, kept
+    or not, as in the heads: the batch loss is NaN, never another class's loss.
 
     Args:
         y_true: Integer class ids, shape ``(B,)`` or ``(B, 1)``.
@@ -66,11 +90,16 @@ def hard_mining_softmax_loss(y_true, y_pred, keep_ratio=0.5):
     batch_f = ops.cast(batch, "float32")
     k = ops.ceil(keep_ratio * batch_f * (1.0 - _RATIO_TOL))
     k = ops.clip(k, 1.0, batch_f)
-    # rank 0 = hardest sample; keep the k first ranks.
-    order = ops.argsort(-ops.stop_gradient(ce))
+    # rank 0 = hardest sample; keep the k first ranks. A NaN (a bad label, NaN logits) is ranked
+    # last, so it does not displace the other samples, and stays NaN in the output whether kept
+    # or not: the batch loss is NaN, never a plausible number.
+    is_nan = ops.isnan(ce)
+    key = ops.where(is_nan, ops.full_like(ce, -float("inf")), ops.stop_gradient(ce))
+    order = ops.argsort(-key)
     rank = ops.argsort(order)
     keep = ops.cast(rank, "float32") < k
-    return ops.where(keep, ce * (batch_f / k), ops.zeros_like(ce))
+    out = ops.where(keep, ce * (batch_f / k), ops.zeros_like(ce))
+    return ops.where(is_nan, ce, out)
 
 
 def focal_softmax_loss(y_true, y_pred, gamma=2.0):
@@ -78,7 +107,8 @@ def focal_softmax_loss(y_true, y_pred, gamma=2.0):
 
     ``log p_y`` comes from a log-softmax of the logits, so the loss and its gradient stay exact
     for the very confident (or very wrong) logits that scaled margin heads produce; ``gamma = 0``
-    is the plain cross-entropy.
+    is the plain cross-entropy. A label that is not a class id in ``[0, C)`` gives NaN for its
+    sample, as in the heads.
 
     Args:
         y_true: Integer class ids, shape ``(B,)`` or ``(B, 1)``.
@@ -88,12 +118,13 @@ def focal_softmax_loss(y_true, y_pred, gamma=2.0):
     Returns:
         float32 tensor of shape ``(B,)``.
     """
-    gamma = check_float("gamma", gamma, low=0.0)
+    gamma = _check_gamma(gamma)
     log_p = _log_prob_target(y_true, y_pred)
     if gamma == 0.0:
         return -log_p
     one_minus_p = ops.maximum(-ops.expm1(log_p), _FOCAL_FLOOR)
-    return -ops.power(one_minus_p, gamma) * log_p
+    # A NaN (a bad label, NaN logits) stays NaN whatever `maximum` does with it on the backend.
+    return ops.where(ops.isnan(log_p), log_p, -ops.power(one_minus_p, gamma) * log_p)
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -201,7 +232,7 @@ class FocalSoftmaxLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.gamma = check_float("gamma", gamma, low=0.0)
+        self.gamma = _check_gamma(gamma)
         self._dtype_arg = dtype
 
     def call(self, y_true, y_pred):
