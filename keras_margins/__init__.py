@@ -17,7 +17,7 @@ from keras_margins.export import (
 )
 from keras_margins.heads import *  # noqa: F401,F403
 from keras_margins.losses import *  # noqa: F401,F403
-from keras_margins.layers import GeMPooling2D
+from keras_margins.layers import GeMPooling2D, L2Normalization
 from keras_margins.models import build_models
 from keras_margins.partial_fc import PartialFC
 from keras_margins.sampler import PKSampler
@@ -30,6 +30,7 @@ __all__ = [
     *evaluation.__all__,
     "build_models",
     "GeMPooling2D",
+    "L2Normalization",
     "load_model",
     "saved_dtype_policy",
     "PartialFC",

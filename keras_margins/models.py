@@ -3,6 +3,7 @@
 import keras
 
 from keras_margins._validation import check_choice, check_flag
+from keras_margins.layers.normalization import L2Normalization
 
 _LABEL_INPUTS = ("sparse", "one_hot")
 
@@ -141,9 +142,7 @@ def build_models(backbone, head, normalize_embeddings=True, label_dtype=None,
     training_model = keras.Model([*inputs, labels], logits, name=f"{backbone.name}_training")
     embeddings = features
     if normalize_embeddings:
-        embeddings = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="l2_normalize")(
-            features
-        )
+        embeddings = L2Normalization(name="l2_normalize")(features)
     embedding_model = keras.Model(
         inputs[0] if len(inputs) == 1 else inputs, embeddings, name=f"{backbone.name}_embedding"
     )

@@ -111,6 +111,7 @@ BACKEND_MODULES = [
     "tests/test_distances.py",
     "tests/test_npairs.py",
     "tests/test_lifted.py",
+    "tests/test_validation.py",
 ]
 
 

@@ -59,6 +59,37 @@ def test_label_dtypes():
                         label_dtype="string")
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e-8, 1.0, 1e20, 1e30])
+def test_embedding_model_normalizes_at_any_magnitude(scale, rng, tmp_path):
+    # Issue 12: keras.layers.UnitNormalization overflows its squared norm above ~1e19 (every
+    # embedding became 0) and meets its 1e-12 floor below ~1e-6 (embeddings shorter than 1).
+    x = rng.normal(size=(16, 6))
+    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Rescaling(scale)])
+    _, embed = km.build_models(backbone, km.ArcFace(num_classes=3))
+    got = embed.predict(x.astype("float32"), verbose=0)
+    expected = x / np.linalg.norm(x, axis=1, keepdims=True)  # float64, magnitude-free
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "embed.keras")
+    embed.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(reloaded.predict(x.astype("float32"), verbose=0), got)
+
+
+def test_l2_normalization_layer_zero_nan_and_mixed_precision():
+    layer = km.L2Normalization()
+    x = np.array([[0.0, 0.0], [np.nan, 1.0], [3.0, 4.0]], dtype="float32")
+    got = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_array_equal(got[0], [0.0, 0.0])
+    assert np.isnan(got[1]).all()
+    np.testing.assert_allclose(got[2], [0.6, 0.8], rtol=1e-6)
+    keras.config.set_dtype_policy("mixed_float16")
+    mixed = km.L2Normalization()
+    out = mixed(x[2:].astype("float16"))
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert km.L2Normalization.from_config(mixed.get_config()).get_config() == mixed.get_config()
+
+
 def test_argument_errors_name_the_argument():
     backbone = small_backbone()
     for head in (keras.layers.Dense(3), "arcface", km.ArcFace, None):
