@@ -27,7 +27,6 @@ duplicate-row grouping that implement them live here):
   their docstrings.
 """
 
-
 import numpy as np
 
 from keras_margins._validation import check_choice, check_flag, check_int
