@@ -181,3 +181,14 @@ def test_nearest_neighbors_memory_stays_bounded(rng):
         g64 / np.linalg.norm(g64, axis=1, keepdims=True)
     ).T
     assert_valid_topk(idx, full, 5, tol=1e-6)
+
+
+def test_drop_own_index_removes_self_or_the_last_neighbour():
+    from keras_margins.evaluation.search import drop_own_index
+
+    values = np.array([[0.9, 0.8, 0.7], [0.6, 0.5, 0.4]])
+    indices = np.array([[4, 1, 2], [3, 0, 5]])
+    # Row 0 holds its own index (1): it goes. Row 1 does not hold 7: its last entry goes.
+    v, i = drop_own_index(values, indices, np.array([1, 7]))
+    np.testing.assert_array_equal(i, [[4, 2], [3, 0]])
+    np.testing.assert_array_equal(v, [[0.9, 0.7], [0.6, 0.5]])
