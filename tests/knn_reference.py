@@ -1,4 +1,4 @@
-"""Brute-force k-NN references shared by test_search.py and test_retrieval.py (not a test module)."""
+"""Brute-force k-NN references shared by test_search.py and test_retrieval.py (no tests here)."""
 
 import math
 

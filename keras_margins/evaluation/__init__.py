@@ -6,7 +6,10 @@ from keras_margins.evaluation.retrieval import *  # noqa: F401,F403
 from keras_margins.evaluation.retrieval import __all__ as _retrieval_all
 from keras_margins.evaluation.search import nearest_neighbors
 from keras_margins.evaluation.submission import (
-    identity_predictions, match_predictions, write_identity_submission, write_match_submission,
+    identity_predictions,
+    match_predictions,
+    write_identity_submission,
+    write_match_submission,
     write_submission,
 )
 from keras_margins.evaluation.verification import *  # noqa: F401,F403

@@ -66,7 +66,8 @@ def global_exponent(*arrays):
 
 
 def scale_rows(x, exponents):
-    """``x_i * 2^-e_i``: exact (a power of two), in ``x``'s dtype; ``x`` itself if all ``e == 0``."""
+    """``x_i * 2^-e_i``, exact (a power of two), in ``x``'s dtype; ``x`` itself if all ``e == 0``.
+    """
     exponents = np.asarray(exponents)
     if not np.any(exponents):
         return x
