@@ -8,7 +8,8 @@ import keras
 import numpy as np
 
 from keras_margins._validation import check_choice, check_float, check_int
-from keras_margins.evaluation.retrieval import METRICS, match_f1_sweep, retrieval_metrics
+from keras_margins.evaluation._common import METRICS
+from keras_margins.evaluation.retrieval import match_f1_sweep, retrieval_metrics
 from keras_margins.evaluation.verification import (
     evaluate_verification,
     generate_pairs,

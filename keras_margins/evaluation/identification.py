@@ -4,51 +4,42 @@ A *gallery* holds enrolled samples with identities; each *probe* is searched aga
 gallery identity's score for a probe is the best score over that identity's gallery samples
 (cosine similarity, or minus the Euclidean distance). Results do not depend on the magnitude
 of the embeddings (rows are scaled by powers of two first, see
-:mod:`keras_margins.evaluation.retrieval`); NaN or infinite embeddings are a ``ValueError``.
+:mod:`keras_margins.evaluation.search`); NaN or infinite embeddings are a ``ValueError``.
 The *rank* of a probe is the number of
 gallery identities (and distractors) scoring at least as well as its true identity, so ties
 are counted against the probe: a model that maps everything to one point gets rank = number of
 identities, not rank 1.
 """
 
-import math
+from typing import NamedTuple
 
 import numpy as np
 
 from keras_margins._validation import check_choice, check_int
-from keras_margins.evaluation.retrieval import (
+from keras_margins.evaluation._common import (
     METRICS,
-    _check_embeddings,
-    _check_int_sequence,
-    _check_labels,
-    _check_same_dim,
-    _duplicate_groups,
-    _global_exponent,
-    _normalize,
+    check_embeddings,
+    check_fars,
+    check_int_sequence,
+    check_labels,
+    check_same_dim,
+    far_operating_points,
+    score_block,
 )
-from keras_margins.evaluation.verification import _check_fars
+from keras_margins.evaluation.search import duplicate_groups, global_exponent, normalize_rows
 
 
 def _prepare(probe_embeddings, gallery_embeddings, metric):
     """Checked float64 probes and gallery, normalized (cosine) or scaled by a common power of
     two (Euclidean, exact), and that power's exponent (scores are ``2^exponent`` times the
     scaled ones)."""
-    p = _check_embeddings("probe_embeddings", probe_embeddings, dtype=np.float64)
-    g = _check_embeddings("gallery_embeddings", gallery_embeddings, dtype=np.float64)
-    _check_same_dim("probe_embeddings", p, "gallery_embeddings", g)
+    p = check_embeddings("probe_embeddings", probe_embeddings, dtype=np.float64)
+    g = check_embeddings("gallery_embeddings", gallery_embeddings, dtype=np.float64)
+    check_same_dim("probe_embeddings", p, "gallery_embeddings", g)
     if metric == "cosine":
-        return _normalize(p), _normalize(g), 0
-    common = _global_exponent(p, g)
+        return normalize_rows(p), normalize_rows(g), 0
+    common = global_exponent(p, g)
     return np.ldexp(p, -common), np.ldexp(g, -common), common
-
-
-def _scores(p, g, metric):
-    """``(rows, cols)`` float64 scores, higher = more similar."""
-    prod = p @ g.T
-    if metric == "cosine":
-        return prod
-    sq = np.sum(p * p, axis=1)[:, None] + np.sum(g * g, axis=1)[None, :] - 2.0 * prod
-    return -np.sqrt(np.maximum(sq, 0.0))
 
 
 def _rows_per_block(cols, max_block_bytes):
@@ -64,16 +55,33 @@ def _identity_scores(p, g, gallery_labels, metric, max_block_bytes):
     g_sorted = g[order]
     # Bit-identical gallery rows (the same sample enrolled under two identities) must tie
     # exactly: score each distinct row once (a BLAS product may round copies differently).
-    groups = _duplicate_groups(g_sorted)
+    groups = duplicate_groups(g_sorted)
     rows = _rows_per_block(g.shape[0], max_block_bytes)
     for r0 in range(0, p.shape[0], rows):
         r1 = min(p.shape[0], r0 + rows)
         if groups is None:
-            s = _scores(p[r0:r1], g_sorted, metric)
+            s = score_block(p[r0:r1], g_sorted, metric)
         else:
             first, inverse = groups
-            s = _scores(p[r0:r1], g_sorted[first], metric)[:, inverse]
+            s = score_block(p[r0:r1], g_sorted[first], metric)[:, inverse]
         yield slice(r0, r1), np.maximum.reduceat(s, starts, axis=1), ids
+
+
+class _MatedScores(NamedTuple):
+    """What :func:`_mated_scores` measures for each probe, and the prepared inputs.
+
+    ``probes`` and ``gallery`` are the checked float64 rows, normalized (cosine) or scaled by
+    ``2^-exponent`` (Euclidean); scores are in those scaled units.
+    """
+
+    probes: np.ndarray  # (num_probes, D)
+    gallery: np.ndarray  # (num_gallery, D)
+    ranks: np.ndarray  # rank of the true identity, ties against the probe (non-mated: all)
+    true_scores: np.ndarray  # score of the true identity (-inf for non-mated probes)
+    top_scores: np.ndarray  # best score over all gallery identities
+    mated: np.ndarray  # whether the probe's identity is in the gallery
+    num_identities: int
+    exponent: int  # Euclidean scores are 2^exponent times the scaled ones (0 for cosine)
 
 
 def _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
@@ -81,8 +89,8 @@ def _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_la
     """Per probe: rank of its true identity, its true score, and its best gallery score."""
     check_choice("metric", metric, METRICS)
     p, g, common = _prepare(probe_embeddings, gallery_embeddings, metric)
-    pl = _check_labels("probe_labels", probe_labels, p.shape[0], "probe_embeddings")
-    gl = _check_labels("gallery_labels", gallery_labels, g.shape[0], "gallery_embeddings")
+    pl = check_labels("probe_labels", probe_labels, p.shape[0], "probe_embeddings")
+    gl = check_labels("gallery_labels", gallery_labels, g.shape[0], "gallery_embeddings")
     ids = np.unique(gl)
     mated = np.isin(pl, ids)
     if require_mated and not mated.all():
@@ -103,7 +111,7 @@ def _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_la
         true[sl] = t
         ranks[sl] = np.count_nonzero(id_scores >= t[:, None], axis=1)
         top[sl] = id_scores.max(axis=1)
-    return p, g, ranks, true, top, mated, ids.size, common
+    return _MatedScores(p, g, ranks, true, top, mated, ids.size, common)
 
 
 def identification_ranks(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
@@ -132,7 +140,7 @@ def identification_ranks(probe_embeddings, probe_labels, gallery_embeddings, gal
         [2, 2]
     """
     return _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
-                         metric, max_block_bytes)[2]
+                         metric, max_block_bytes).ranks
 
 
 def cmc_curve(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, max_rank=None,
@@ -159,10 +167,9 @@ def cmc_curve(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels
         >>> cmc.tolist()
         [0.5, 1.0, 1.0]
     """
-    _, _, ranks, _, _, _, n_ids, _ = _mated_scores(
-        probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
-        max_block_bytes,
-    )
+    m = _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
+                      metric, max_block_bytes)
+    ranks, n_ids = m.ranks, m.num_identities
     if max_rank is None:
         max_rank = n_ids
     max_rank = check_int("max_rank", max_rank, minimum=1)
@@ -246,21 +253,20 @@ def rank1_with_distractors(
         {0: 1.0, 2: 0.0}
     """
     seed = check_int("seed", seed, minimum=0)
-    p, _, ranks, true, _, _, _, common = _mated_scores(
-        probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
-        max_block_bytes,
-    )
-    d = _check_embeddings("distractor_embeddings", distractor_embeddings, dtype=np.float64)
-    _check_same_dim("probe_embeddings", p, "distractor_embeddings", d)
+    m = _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
+                      metric, max_block_bytes)
+    p, ranks, true, common = m.probes, m.ranks, m.true_scores, m.exponent
+    d = check_embeddings("distractor_embeddings", distractor_embeddings, dtype=np.float64)
+    check_same_dim("probe_embeddings", p, "distractor_embeddings", d)
     if metric == "cosine":
-        d = _normalize(d)
+        d = normalize_rows(d)
     else:
         # Probes and gallery were scaled by 2^-common; if the distractors are larger, scale
         # everything down further (exactly) so that the three sets share one range.
-        extra = max(0, _global_exponent(d) - common)
+        extra = max(0, global_exponent(d) - common)
         p, true = np.ldexp(p, -extra), np.ldexp(true, -extra)
         d = np.ldexp(d, -(common + extra))
-    sizes = sorted(set(_check_int_sequence("num_distractors", num_distractors, minimum=0)))
+    sizes = sorted(set(check_int_sequence("num_distractors", num_distractors, minimum=0)))
     sizes = [n for n in sizes if n <= d.shape[0]]
     if not sizes:
         raise ValueError(
@@ -273,7 +279,7 @@ def rank1_with_distractors(
     rows = _rows_per_block(d.shape[0], max_block_bytes)
     for r0 in range(0, p.shape[0], rows):
         r1 = min(p.shape[0], r0 + rows)
-        ge = _scores(p[r0:r1], d, metric) >= true[r0:r1, None]
+        ge = score_block(p[r0:r1], d, metric) >= true[r0:r1, None]
         csum = np.concatenate([np.zeros((r1 - r0, 1), np.int64), np.cumsum(ge, axis=1)], axis=1)
         for n in sizes:
             beaten[n][r0:r1] = csum[:, n]
@@ -328,11 +334,11 @@ def dir_at_far(
         {0.5: 1.0}
     """
     rank = check_int("rank", rank, minimum=1)
-    fars = _check_fars(far_targets)
-    _, _, ranks, true, top, mated, n_ids, common = _mated_scores(
-        probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
-        max_block_bytes, require_mated=False,
-    )
+    fars = check_fars(far_targets)
+    m = _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
+                      metric, max_block_bytes, require_mated=False)
+    ranks, true, top, mated = m.ranks, m.true_scores, m.top_scores, m.mated
+    n_ids = m.num_identities
     if rank > n_ids:
         raise ValueError(
             f"`rank` must be at most the number of gallery identities ({n_ids}). "
@@ -347,22 +353,17 @@ def dir_at_far(
     nm_top = np.sort(top[~mated])[::-1]
     found = (ranks <= rank)[mated]
     true_m = true[mated]
-    out = {"dir": {}, "threshold": {}, "unresolved": [], "num_mated": n_m,
+    resolved, unresolved = far_operating_points(fars, n_nm)
+    out = {"dir": {}, "threshold": {}, "unresolved": unresolved, "num_mated": n_m,
            "num_non_mated": n_nm}
-    for f in fars:
-        f = float(f)
-        allowed = math.floor(f * n_nm + 1e-9)
-        if allowed < 1:
-            out["unresolved"].append(f)
-            continue
+    for f, allowed in resolved:
         if allowed >= n_nm:
             t = -np.inf
         else:
             # Any t above the (allowed+1)-th highest non-mated score keeps alarms <= allowed.
             t = float(np.nextafter(nm_top[allowed], np.inf))
         out["dir"][f] = float(np.mean(found & (true_m >= t)))
-        out["threshold"][f] = float(np.ldexp(t, common))  # back to the embeddings' units
-    out["unresolved"] = tuple(out["unresolved"])
+        out["threshold"][f] = float(np.ldexp(t, m.exponent))  # back to the embeddings' units
     return out
 
 

@@ -23,13 +23,15 @@ import os
 import numpy as np
 
 from keras_margins._validation import check_choice, check_float, check_int
-from keras_margins.evaluation.retrieval import (
+from keras_margins.evaluation._common import (
     METRICS,
-    _check_embeddings,
-    _check_same_dim,
-    nearest_neighbors,
-    predict_labels,
+    check_embeddings,
+    check_new_threshold,
+    check_same_dim,
+    python_value,
 )
+from keras_margins.evaluation.retrieval import predict_labels
+from keras_margins.evaluation.search import drop_own_index, nearest_neighbors
 
 
 def _check_ids(name, ids, length, length_name):
@@ -50,15 +52,11 @@ def _passes(values, threshold, metric):
     return values >= threshold if metric == "cosine" else values <= threshold
 
 
-def _item(value):
-    return value.item() if hasattr(value, "item") else value
-
-
 def _iter_matches(embeddings, ids, threshold, max_matches, min_matches, metric,
                   gallery_embeddings, gallery_ids, chunk_size, max_block_bytes):
     """Yield ``(query_index, [ids])`` in query order, ``chunk_size`` queries per search."""
     check_choice("metric", metric, METRICS)
-    q = _check_embeddings("embeddings", embeddings)
+    q = check_embeddings("embeddings", embeddings)
     self_search = gallery_embeddings is None
     if self_search:
         if gallery_ids is not None:
@@ -67,8 +65,8 @@ def _iter_matches(embeddings, ids, threshold, max_matches, min_matches, metric,
             )
         g, g_ids = q, _check_ids("ids", ids, q.shape[0], "embeddings")
     else:
-        g = _check_embeddings("gallery_embeddings", gallery_embeddings)
-        _check_same_dim("embeddings", q, "gallery_embeddings", g)
+        g = check_embeddings("gallery_embeddings", gallery_embeddings)
+        check_same_dim("embeddings", q, "gallery_embeddings", g)
         g_ids = _check_ids("gallery_ids", gallery_ids, g.shape[0], "gallery_embeddings")
         if ids is not None:
             _check_ids("ids", ids, q.shape[0], "embeddings")
@@ -87,23 +85,22 @@ def _iter_matches(embeddings, ids, threshold, max_matches, min_matches, metric,
         elif self_search:
             # One extra neighbour, then drop the query's own index (or, if exact duplicates
             # with smaller indices pushed it out, the last one).
-            values, indices = nearest_neighbors(q[r0:r1], g, k=others + 1, metric=metric,
-                                                max_block_bytes=max_block_bytes)
-            keep = indices != np.arange(r0, r1)[:, None]
-            keep[np.all(keep, axis=1), -1] = False
-            values = values[keep].reshape(r1 - r0, others)
-            indices = indices[keep].reshape(r1 - r0, others)
+            values, indices = drop_own_index(
+                *nearest_neighbors(q[r0:r1], g, k=others + 1, metric=metric,
+                                   max_block_bytes=max_block_bytes),
+                np.arange(r0, r1),
+            )
         else:
             values, indices = nearest_neighbors(q[r0:r1], g, k=others, metric=metric,
                                                 max_block_bytes=max_block_bytes)
         ok = _passes(values, threshold, metric)
         n_pass = ok.sum(axis=1)
         for row in range(r1 - r0):
-            own = [_item(g_ids[r0 + row])] if self_search else []
+            own = [python_value(g_ids[r0 + row])] if self_search else []
             # Neighbours are sorted, so the ones within the threshold are a prefix.
             count = max(int(n_pass[row]), min_matches - len(own))
             count = min(count, indices.shape[1])
-            yield r0 + row, own + [_item(v) for v in g_ids[indices[row, :count]]]
+            yield r0 + row, own + [python_value(v) for v in g_ids[indices[row, :count]]]
 
 
 def match_predictions(embeddings, ids=None, threshold=0.5, max_matches=50, min_matches=1,
@@ -158,15 +155,12 @@ def match_predictions(embeddings, ids=None, threshold=0.5, max_matches=50, min_m
 def _iter_identities(query_embeddings, gallery_embeddings, gallery_labels, k, new_label,
                      new_threshold, metric, chunk_size, max_block_bytes):
     check_choice("metric", metric, METRICS)
-    q = _check_embeddings("query_embeddings", query_embeddings)
-    g = _check_embeddings("gallery_embeddings", gallery_embeddings)
-    _check_same_dim("query_embeddings", q, "gallery_embeddings", g)
+    q = check_embeddings("query_embeddings", query_embeddings)
+    g = check_embeddings("gallery_embeddings", gallery_embeddings)
+    check_same_dim("query_embeddings", q, "gallery_embeddings", g)
     labels = _check_ids("gallery_labels", gallery_labels, g.shape[0], "gallery_embeddings")
     k = check_int("k", k, minimum=1)
-    if new_threshold is not None:
-        new_threshold = check_float("new_threshold", new_threshold)
-        if new_label is None:
-            raise ValueError("`new_label` is required with `new_threshold`. Received: None")
+    new_threshold = check_new_threshold(new_label, new_threshold)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     ng = g.shape[0]
     start_depth = min(ng, max(4 * k, 32))
@@ -288,7 +282,7 @@ def write_submission(path, ids, predictions, columns=("posting_id", "matches"), 
                     "`predictions` must hold one list of predictions per id. "
                     f"Received: {pred!r} for id {row_id!r}"
                 )
-            writer.writerow([_item(row_id), sep.join(str(_item(p)) for p in pred)])
+            writer.writerow([python_value(row_id), sep.join(str(python_value(p)) for p in pred)])
             count += 1
     extra = next(predictions, missing) is not missing
     if count != len(ids) or extra:
@@ -334,7 +328,7 @@ def write_match_submission(path, embeddings, ids, threshold, max_matches=50, min
         >>> open(path).read().splitlines()[1]
         'p1,p1 p2'
     """
-    ids = _check_ids("ids", ids, _check_embeddings("embeddings", embeddings).shape[0],
+    ids = _check_ids("ids", ids, check_embeddings("embeddings", embeddings).shape[0],
                      "embeddings")
     rows = _iter_matches(embeddings, ids, threshold, max_matches, min_matches, metric, None,
                          None, chunk_size, max_block_bytes)
@@ -367,7 +361,7 @@ def write_identity_submission(path, query_embeddings, query_ids, gallery_embeddi
     Returns:
         The number of rows written.
     """
-    q = _check_embeddings("query_embeddings", query_embeddings)
+    q = check_embeddings("query_embeddings", query_embeddings)
     query_ids = _check_ids("query_ids", query_ids, q.shape[0], "query_embeddings")
     rows = _iter_identities(q, gallery_embeddings, gallery_labels, k, new_label, new_threshold,
                             metric, chunk_size, max_block_bytes)

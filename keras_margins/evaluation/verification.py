@@ -8,19 +8,19 @@ pair is accepted, or a Euclidean distance below which it is.
 """
 
 import dataclasses
-import math
 
 import numpy as np
 
 from keras_margins._validation import check_choice, check_int
-from keras_margins.evaluation.retrieval import (
+from keras_margins.evaluation._common import (
     METRICS,
-    _check_embeddings,
-    _check_labels,
-    _normalize,
-    _row_exponents,
-    _scale_rows,
+    check_embeddings,
+    check_fars,
+    check_labels,
+    far_operating_points,
+    trapezoid_auc,
 )
+from keras_margins.evaluation.search import normalize_rows, row_exponents, scale_rows
 
 DEFAULT_FARS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 # Enumerate every candidate pair below this many; sample with rejection above it.
@@ -66,28 +66,6 @@ def _check_scores(scores, issame):
     return scores, issame_arr
 
 
-def _check_fars(far_targets):
-    try:
-        fars = np.asarray(far_targets, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(
-            "`far_targets` must be a list of numbers in (0, 1]. "
-            f"Received: far_targets={far_targets!r}"
-        ) from None
-    if fars.ndim > 1:
-        raise ValueError(
-            "`far_targets` must be a 1-D list of numbers (it is not flattened). "
-            f"Received: far_targets with shape {fars.shape}"
-        )
-    fars = fars.reshape(-1)
-    if fars.size == 0 or not np.all((fars > 0) & (fars <= 1)):
-        raise ValueError(
-            f"`far_targets` must be a non-empty list of values in (0, 1]. "
-            f"Received: far_targets={far_targets}"
-        )
-    return fars
-
-
 # --------------------------------------------------------------------------------------------
 # Pair scores
 # --------------------------------------------------------------------------------------------
@@ -116,19 +94,19 @@ def pair_scores(embeddings_a, embeddings_b, metric="cosine"):
         [0.0]
     """
     check_choice("metric", metric, METRICS)
-    a = _check_embeddings("embeddings_a", embeddings_a, dtype=np.float64)
-    b = _check_embeddings("embeddings_b", embeddings_b, dtype=np.float64)
+    a = check_embeddings("embeddings_a", embeddings_a, dtype=np.float64)
+    b = check_embeddings("embeddings_b", embeddings_b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(
             "`embeddings_a` and `embeddings_b` must have the same shape (one row per pair). "
             f"Received: embeddings_a.shape={a.shape}, embeddings_b.shape={b.shape}"
         )
     if metric == "cosine":
-        return np.sum(_normalize(a) * _normalize(b), axis=1)
+        return np.sum(normalize_rows(a) * normalize_rows(b), axis=1)
     # Each pair scaled by one power of two (exact), so neither a - b nor the squared distance
     # overflows or underflows at any magnitude; the distance is scaled back.
-    e = np.maximum(_row_exponents(a), _row_exponents(b))
-    diff = _scale_rows(a, e) - _scale_rows(b, e)
+    e = np.maximum(row_exponents(a), row_exponents(b))
+    diff = scale_rows(a, e) - scale_rows(b, e)
     return np.ldexp(np.sqrt(np.sum(diff * diff, axis=1)), e)
 
 
@@ -287,7 +265,7 @@ def auc_score(scores, issame):
         0.5
     """
     far, tar, _ = roc_curve(scores, issame)
-    return float(np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2.0))
+    return trapezoid_auc(far, tar)
 
 
 def equal_error_rate(scores, issame):
@@ -348,24 +326,19 @@ def tar_at_far(scores, issame, far_targets=DEFAULT_FARS):
         >>> out["tar"], out["unresolved"]
         ({0.5: 1.0}, (0.1,))
     """
-    fars = _check_fars(far_targets)
+    fars = check_fars(far_targets)
     far, tar, thr = roc_curve(scores, issame)
     _, issame = _check_scores(scores, issame)
     n_imp = int(np.sum(~issame))
     fps = np.rint(far * n_imp)
-    out = {"tar": {}, "threshold": {}, "far": {}, "unresolved": []}
-    for f in fars:
-        f = float(f)
-        allowed = math.floor(f * n_imp + 1e-9)
-        if allowed < 1:
-            out["unresolved"].append(f)
-            continue
+    resolved, unresolved = far_operating_points(fars, n_imp)
+    out = {"tar": {}, "threshold": {}, "far": {}, "unresolved": unresolved}
+    for f, allowed in resolved:
         # FAR and TAR never decrease along the ROC: the last admissible point has the best TAR.
         j = int(np.flatnonzero(fps <= allowed)[-1])
         out["tar"][f] = float(tar[j])
         out["threshold"][f] = float(thr[j])
         out["far"][f] = float(far[j])
-    out["unresolved"] = tuple(out["unresolved"])
     return out
 
 
@@ -452,7 +425,7 @@ def generate_pairs(labels, num_pairs=6000, seed=0):
         >>> same.tolist()
         [True, False, True, False]
     """
-    labels = _check_labels("labels", labels)
+    labels = check_labels("labels", labels)
     num_pairs = check_int("num_pairs", num_pairs, minimum=2)
     seed = check_int("seed", seed, minimum=0)
     _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -608,7 +581,7 @@ def evaluate_verification(
         fold_accuracies=folds["accuracies"],
         fold_thresholds=u(folds["thresholds"]),
         best_threshold=u(t_best),
-        auc=float(np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2.0)),
+        auc=trapezoid_auc(far, tar),
         eer=eer,
         eer_threshold=u(eer_t),
         far=far,
@@ -658,8 +631,8 @@ def verify_embeddings(
         >>> km.verify_embeddings(x, labels, num_pairs=200).accuracy
         1.0
     """
-    x = _check_embeddings("embeddings", embeddings)
-    labels = _check_labels("labels", labels, x.shape[0], "embeddings")
+    x = check_embeddings("embeddings", embeddings)
+    labels = check_labels("labels", labels, x.shape[0], "embeddings")
     a, b, issame = generate_pairs(labels, num_pairs=num_pairs, seed=seed)
     return evaluate_verification(x[a], x[b], issame, metric=metric, n_folds=n_folds,
                                  far_targets=far_targets)
