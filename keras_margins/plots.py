@@ -1,8 +1,8 @@
 """Plots of evaluation results: ROC, CMC, score histograms, features on the circle / sphere.
 
-matplotlib is an optional dependency (``pip install matplotlib``, or the ``plots`` extra from a
-clone: ``pip install -e ".[plots]"``); it is imported only when a plot is drawn. Every function returns
-the matplotlib ``Figure`` and, with ``path``, also saves it there (format from the extension).
+matplotlib is an optional dependency (``pip install matplotlib``, or the ``plots`` extra from
+a clone: ``pip install -e ".[plots]"``); it is imported only when a plot is drawn. Every
+function returns the matplotlib ``Figure`` and, with ``path``, also saves it there (format from the extension).
 Pass ``ax`` to draw into an existing axes instead of a new figure.
 """
 
@@ -17,7 +17,8 @@ def _pyplot():
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
             "keras_margins.plots needs matplotlib, which is not installed. Install it with "
-            "`pip install matplotlib` (or, from a clone of keras_margins, `pip install -e \".[plots]\"`)."
+            "`pip install matplotlib` (or, from a clone of keras_margins, "
+            "`pip install -e \".[plots]\"`)."
         ) from error
     return plt
 
