@@ -2,8 +2,8 @@
 
 matplotlib is an optional dependency (``pip install matplotlib``, or the ``plots`` extra from
 a clone: ``pip install -e ".[plots]"``); it is imported only when a plot is drawn. Every
-function returns the matplotlib ``Figure`` and, with ``path``, also saves it there (format from the extension).
-Pass ``ax`` to draw into an existing axes instead of a new figure.
+function returns the matplotlib ``Figure`` and, with ``path``, also saves it there (format from
+the extension). Pass ``ax`` to draw into an existing axes instead of a new figure.
 """
 
 import numpy as np
