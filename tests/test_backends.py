@@ -104,7 +104,7 @@ BACKEND_MODULES = [
     "tests/test_sphereface.py",
     "tests/test_sv_softmax.py",
     "tests/test_l2_softmax.py",
-    "tests/test_mining.py",
+    "tests/test_softmax_mining.py",
     "tests/test_triplet.py",
     "tests/test_contrastive.py",
     "tests/test_center_loss.py",

@@ -52,7 +52,7 @@ class CosFace(MarginHead):
         super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
         self.margin = check_float("margin", margin, low=0.0, high=2.0, high_open=True)
 
-    def target_logit(self, cos_y, embeddings=None, training=None):
+    def target_logit(self, cos_y, norm=None, labels=None, training=None):
         return cos_y - self.margin
 
     def get_config(self):

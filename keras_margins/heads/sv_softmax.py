@@ -85,6 +85,9 @@ class SVSoftmax(MarginHead):
         arXiv 1812.11317 (2018).
     """
 
+    #: The support vectors' logits are rewritten too (see :meth:`combine`).
+    rewrites_non_targets = True
+
     def __init__(
         self,
         num_classes,
@@ -127,7 +130,7 @@ class SVSoftmax(MarginHead):
             else None
         )
 
-    def target_logit(self, cos_y, embeddings=None, training=None):
+    def target_logit(self, cos_y, norm=None, labels=None, training=None):
         if self.margin_type == "cosine":
             return cos_y - self.margin
         if self.margin_type == "arc":
@@ -137,7 +140,7 @@ class SVSoftmax(MarginHead):
     def _mask(self, cos, target, is_target):
         return ops.logical_and(cos > target[:, None], ops.logical_not(is_target))
 
-    def combine(self, cos, target, is_target, training=None):
+    def combine(self, cos, target, is_target):
         sv = self._mask(cos, target, is_target)
         if layer_metrics_supported():  # not on JAX: see layer_metrics_supported
             pairs = ops.cast(ops.shape(cos)[0] * (ops.shape(cos)[1] - 1), "float32")
@@ -167,9 +170,11 @@ class SVSoftmax(MarginHead):
                 f"`labels` must be class ids in [0, {self.num_classes}) (integers, or floats "
                 f"holding integers). Received: labels with invalid entries at positions {bad}"
             )
-        cos_y, is_target, valid = self.target_columns(cos, labels)
-        mask = self._mask(cos, self.target_logit(cos_y, embeddings=embeddings), is_target)
-        return ops.logical_and(mask, valid[:, None])
+        # A label -1 (not a class id) matches no column: its row stays all False.
+        is_target = ops.arange(self.num_classes, dtype="int32")[None, :] == labels[:, None]
+        cos_y = ops.take_along_axis(cos, ops.maximum(labels, 0)[:, None], axis=1)[:, 0]
+        mask = self._mask(cos, self.target_logit(cos_y, labels=labels), is_target)
+        return ops.logical_and(mask, (labels >= 0)[:, None])
 
     def get_config(self):
         config = super().get_config()

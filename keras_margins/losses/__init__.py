@@ -4,7 +4,7 @@ mining-based softmax losses."""
 from keras_margins.losses.center import CenterLoss
 from keras_margins.losses.contrastive import ContrastiveLoss, contrastive_loss
 from keras_margins.losses.lifted import LiftedStructLoss, lifted_struct_loss
-from keras_margins.losses.mining import (
+from keras_margins.losses.softmax_mining import (
     FocalSoftmaxLoss,
     HardMiningSoftmaxLoss,
     focal_softmax_loss,

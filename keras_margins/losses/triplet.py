@@ -18,7 +18,6 @@ from keras_margins._validation import (
     margin_or_nan,
 )
 from keras_margins.distances import (
-    _relu,
     check_distance_metric,
     check_labels_and_embeddings,
     label_masks,
@@ -26,6 +25,7 @@ from keras_margins.distances import (
     pairwise_distance,
 )
 from keras_margins.losses._batch import BatchLoss
+from keras_margins.ops import relu
 
 MINING_STRATEGIES = ("semi-hard", "hard", "all")
 
@@ -115,7 +115,7 @@ def _semi_hard(d, positive, negative, margin, soft):
         per_pair = ops.softplus(diff)
         active = diff > 0.0
     else:
-        per_pair = _relu(diff + margin)
+        per_pair = relu(diff + margin)
         active = diff + margin > 0.0
     num_pairs = ops.sum(ops.cast(positive, "float32"))
     loss = _safe_divide(ops.sum(ops.where(positive, per_pair, 0.0)), num_pairs)
@@ -133,7 +133,7 @@ def _hard(d, positive, negative, margin, soft):
         per_anchor = ops.softplus(diff)
         active = diff > 0.0
     else:
-        per_anchor = _relu(diff + margin)
+        per_anchor = relu(diff + margin)
         active = diff + margin > 0.0
     return ops.mean(per_anchor), ops.mean(ops.cast(active, "float32"))
 
