@@ -25,7 +25,8 @@ class L2Normalization(keras.layers.Layer):
 
         >>> import numpy as np, keras_margins as km
         >>> x = np.array([[3e30, 4e30], [3e-30, 4e-30]], dtype="float32")
-        >>> km.L2Normalization()(x).numpy().round(6).tolist()
+        >>> y = km.L2Normalization()(x)
+        >>> np.round(np.asarray(y, dtype="float64"), 6).tolist()
         [[0.6, 0.8], [0.6, 0.8]]
     """
 

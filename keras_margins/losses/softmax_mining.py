@@ -156,8 +156,7 @@ class HardMiningSoftmaxLoss(keras.losses.Loss):
     Examples:
 
         >>> import numpy as np, keras_margins as km
-        >>> from keras_margins.losses.mining import HardMiningSoftmaxLoss
-        >>> loss = HardMiningSoftmaxLoss(keep_ratio=0.5)
+        >>> loss = km.HardMiningSoftmaxLoss(keep_ratio=0.5)
         >>> logits = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 0.0]], "float32")
         >>> float(loss(np.array([0, 0, 0, 0]), logits)) > 0
         True
@@ -213,10 +212,9 @@ class FocalSoftmaxLoss(keras.losses.Loss):
 
     Examples:
 
-        >>> import numpy as np
-        >>> from keras_margins.losses.mining import FocalSoftmaxLoss
+        >>> import numpy as np, keras_margins as km
         >>> logits = np.array([[3.0, 0.0, 0.0]], "float32")
-        >>> float(FocalSoftmaxLoss(gamma=2.0)(np.array([0]), logits)) < 0.01
+        >>> float(km.FocalSoftmaxLoss(gamma=2.0)(np.array([0]), logits)) < 0.01
         True
 
     Reference:
