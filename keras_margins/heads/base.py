@@ -15,9 +15,8 @@ from keras_margins._validation import (
     check_float,
     check_float32_bound,
     check_int,
-    check_label_dtype,
     check_notebook_arguments,
-    normalize_class_labels,
+    class_ids,
 )
 from keras_margins.ops import (  # noqa: F401  re-exported: keras_margins.heads.base.* imports
     NORM_EPS,
@@ -311,29 +310,7 @@ class MarginHead(keras.layers.Layer):
         :func:`keras_margins._validation.normalize_class_labels`) becomes ``-1``; a one-hot
         row holding NaN or inf too.
         """
-        labels = check_label_dtype(labels, "labels")
-        labels = ops.convert_to_tensor(labels)
-        shape = tuple(labels.shape)
-        rank = len(shape)
-        if rank == 2 and shape[-1] == self.num_classes and self.num_classes > 1:
-            finite = ops.isfinite(ops.sum(ops.cast(labels, "float32"), axis=-1))
-            labels = ops.where(finite, ops.cast(ops.argmax(labels, axis=-1), "int32"), -1)
-        elif rank == 2 and shape[-1] == 1:
-            labels = ops.reshape(labels, (-1,))
-        elif rank != 1:
-            raise ValueError(
-                "`labels` must be integer class ids of shape (batch_size,) or (batch_size, 1), "
-                f"or one-hot of shape (batch_size, {self.num_classes}). "
-                f"Received: labels.shape={shape}"
-            )
-        if batch_size is not None and shape[0] is not None and shape[0] != batch_size:
-            raise ValueError(
-                "`labels` must have one entry per embedding. Received: "
-                f"labels.shape={shape} for embeddings with batch size {batch_size}"
-            )
-        if rank == 2 and shape[-1] == self.num_classes and self.num_classes > 1:
-            return labels
-        return normalize_class_labels(labels, self.num_classes, "labels")
+        return class_ids(labels, self.num_classes, "labels", batch_size, one_hot=True)
 
     def call(self, inputs, training=None):
         embeddings, labels = split_inputs(inputs)

@@ -7,8 +7,7 @@ from keras_margins._validation import (
     FLOAT32_MAX,
     check_float,
     check_float32_bound,
-    check_label_dtype,
-    normalize_class_labels,
+    class_ids,
 )
 
 # float32 relative rounding allowance when turning keep_ratio * B into a count (so that
@@ -18,19 +17,6 @@ _RATIO_TOL = 1e-6
 # Floor of (1 - p) in the focal factor: keeps (1 - p)^gamma and its gradient finite at p = 1
 # for 0 <= gamma < 1 (1e-30^(gamma - 1) <= 1e30 fits float32).
 _FOCAL_FLOOR = 1e-30
-
-
-def _sparse_labels(y_true, num_classes):
-    """int32 ``(B,)`` class ids, ``-1`` for a label that is not one (the heads' label rule)."""
-    y_true = ops.convert_to_tensor(check_label_dtype(y_true, "y_true"))
-    if len(y_true.shape) == 2 and y_true.shape[-1] == 1:
-        y_true = ops.reshape(y_true, (-1,))
-    elif len(y_true.shape) != 1:
-        raise ValueError(
-            "`y_true` must be sparse integer labels of shape (batch_size,) or (batch_size, 1). "
-            f"Received: y_true.shape={tuple(y_true.shape)}"
-        )
-    return normalize_class_labels(y_true, num_classes, "y_true")
 
 
 def _log_prob_target(y_true, y_pred):
@@ -45,7 +31,7 @@ def _log_prob_target(y_true, y_pred):
             "`y_pred` must be logits of shape (batch_size, num_classes) with a known "
             f"num_classes. Received: y_pred.shape={tuple(logits.shape)}"
         )
-    labels = _sparse_labels(y_true, int(logits.shape[-1]))
+    labels = class_ids(y_true, int(logits.shape[-1]), "y_true")
     n, batch = labels.shape[0], logits.shape[0]
     if n is not None and batch is not None and n != batch:
         raise ValueError(
