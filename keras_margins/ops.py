@@ -69,7 +69,7 @@ def _inverse_sqrt_max_abs(x, axis):
 
 
 def _scaled_squared_norm(x, axis):
-    """``(y, sq, r)``: ``y = x * r * r`` (largest entry about 1), its floored squared norm, ``r``."""
+    """``(y, sq, r)``: ``y = x * r * r`` (largest entry about 1), its floored squared norm."""
     x = ops.convert_to_tensor(x)
     r = _inverse_sqrt_max_abs(x, axis)
     y = (x * r) * r

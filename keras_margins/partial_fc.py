@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_margins._validation import check_float, check_int
-from keras_margins.heads.base import MarginHead, embedding_dim_of, split_inputs
+from keras_margins.heads.base import MarginHead, embedding_dim_of, logits_shape, split_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -132,8 +132,7 @@ class PartialFC(keras.layers.Layer):
         self.built = True
 
     def compute_output_shape(self, input_shape):
-        emb_shape, _ = split_inputs(input_shape, "PartialFC")
-        return (tuple(emb_shape)[0], self.num_classes)
+        return logits_shape(input_shape, self.num_classes, "PartialFC")
 
     def cosine(self, embeddings):
         """Float32 cosines between ``embeddings`` and every class, ``(B, num_classes)``.

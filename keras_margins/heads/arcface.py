@@ -59,6 +59,10 @@ class ArcFace(MarginHead):
 
     ``ArcMarginLayer`` is this same class under the name Kaggle notebooks use.
 
+    Called and returning as every head (see :class:`~keras_margins.heads.MarginHead`):
+    ``[embeddings, labels]`` in training, ``embeddings`` alone for ``s * cos`` at inference;
+    float32 logits ``(B, num_classes)`` for ``SparseCategoricalCrossentropy(from_logits=True)``.
+
     Args:
         num_classes: Number of classes. Must be >= 1.
         scale: The scale ``s``, > 0. Defaults to 64.0.
@@ -69,22 +73,14 @@ class ArcFace(MarginHead):
         **kwargs: ``kernel_initializer``, ``kernel_regularizer``, ``kernel_constraint`` and the
             base layer arguments.
 
-    Call arguments:
-        inputs: ``[embeddings, labels]`` in training (``embeddings`` ``(B, D)``; ``labels``
-            integer ``(B,)`` / ``(B, 1)`` or one-hot ``(B, num_classes)``), or ``embeddings``
-            alone for ``s * cos`` at inference.
-
-    Returns:
-        float32 logits of shape ``(B, num_classes)``, for
-        ``SparseCategoricalCrossentropy(from_logits=True)``.
-
     Examples:
 
         >>> import numpy as np, keras_margins as km
-        >>> head = km.ArcFace(num_classes=10, scale=30.0, margin=0.5)
-        >>> x = np.random.rand(4, 8).astype("float32")
-        >>> tuple(head([x, np.array([0, 1, 2, 3])]).shape)
-        (4, 10)
+        >>> head = km.ArcFace(num_classes=2, scale=10.0, margin=0.5, kernel_initializer="identity")
+        >>> x = np.array([[np.cos(np.pi / 3), np.sin(np.pi / 3)]], "float32")  # 60 degrees
+        >>> logits = np.asarray(head([x, np.array([0])]))
+        >>> bool(np.isclose(logits[0, 0], 10.0 * np.cos(np.pi / 3 + 0.5), atol=1e-4))
+        True
 
     Reference:
         Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face Recognition",

@@ -86,6 +86,13 @@ def embedding_dim_of(input_shape, layer_name="A margin head"):
     return int(shape[-1])
 
 
+def logits_shape(input_shape, num_classes, layer_name="A margin head"):
+    """``(batch_size, num_classes)`` for a head's input shape(s)."""
+    emb_shape, _ = split_inputs(input_shape, layer_name)
+    batch_size, *_ = tuple(emb_shape)
+    return (batch_size, num_classes)
+
+
 def check_embedding_rank(shape):
     """``embeddings`` must be ``(batch_size, embedding_dim)``."""
     if len(shape) != 2:
@@ -266,8 +273,7 @@ class MarginHead(keras.layers.Layer):
             variable.assign(ops.cast(value, variable.dtype))
 
     def compute_output_shape(self, input_shape):
-        emb_shape, _ = split_inputs(input_shape)
-        return (tuple(emb_shape)[0], self.num_classes)
+        return logits_shape(input_shape, self.num_classes)
 
     # ------------------------------------------------------------------ the shared computation
     def cosine(self, embeddings, kernel=None, kernel_transposed=False):
@@ -374,8 +380,8 @@ class MarginHead(keras.layers.Layer):
         warnings.warn(
             f"{type(self).__name__} layer '{self.name}' is called without labels while "
             "training (training=True): it then returns the plain cosine logits with no margin, "
-            "so the model trains as a normalized softmax without the margin. Pass the labels as a second input, "
-            "head([embeddings, labels]) (see km.build_models), and call it without labels only "
+            "so the model trains as a normalized softmax without the margin. Pass the labels as "
+            "a second input, head([embeddings, labels]) (see km.build_models), and call it without labels only "
             "for inference.",
             UserWarning,
             stacklevel=2,

@@ -7,15 +7,16 @@ from keras import ops
 
 from keras_margins._validation import (
     MAX_LOGIT_SCALE,
+    check_flag,
     check_float,
     check_float32_bound,
-    check_flag,
     check_int,
 )
 from keras_margins.heads.base import (
     check_embedding_dim,
     check_head_arguments,
     embedding_dim_of,
+    logits_shape,
     split_inputs,
 )
 from keras_margins.ops import l2_normalize
@@ -252,8 +253,7 @@ class L2Softmax(keras.layers.Layer):
         return logits
 
     def compute_output_shape(self, input_shape):
-        emb_shape, _ = split_inputs(input_shape, "L2Softmax")
-        return (tuple(emb_shape)[0], self.num_classes)
+        return logits_shape(input_shape, self.num_classes, "L2Softmax")
 
     def compute_output_spec(self, inputs):
         emb = inputs[0] if isinstance(inputs, (list, tuple)) else inputs

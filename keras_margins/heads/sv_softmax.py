@@ -52,6 +52,10 @@ class SVSoftmax(MarginHead):
     logs it is the running mean over the epoch's batches). :meth:`support_vector_mask` returns
     the boolean mask itself.
 
+    Called and returning as every head (see :class:`~keras_margins.heads.MarginHead`):
+    ``[embeddings, labels]`` in training, ``embeddings`` alone for ``s * cos`` at inference;
+    float32 logits ``(B, num_classes)`` for ``SparseCategoricalCrossentropy(from_logits=True)``.
+
     Args:
         num_classes: Number of classes. Must be >= 1.
         scale: The scale ``s``, > 0. Defaults to 32.0.
@@ -63,22 +67,15 @@ class SVSoftmax(MarginHead):
         **kwargs: ``kernel_initializer``, ``kernel_regularizer``, ``kernel_constraint`` and the
             base layer arguments.
 
-    Call arguments:
-        inputs: ``[embeddings, labels]`` in training (``embeddings`` ``(B, D)``; ``labels``
-            integer ``(B,)`` / ``(B, 1)`` or one-hot ``(B, num_classes)``), or ``embeddings``
-            alone for ``s * cos`` at inference.
-
-    Returns:
-        float32 logits of shape ``(B, num_classes)``, for
-        ``SparseCategoricalCrossentropy(from_logits=True)``.
-
     Examples:
 
         >>> import numpy as np, keras_margins as km
-        >>> head = km.SVSoftmax(num_classes=10, t=1.2, margin=0.35, margin_type="cosine")
-        >>> x = np.random.rand(4, 8).astype("float32")
-        >>> tuple(head([x, np.array([0, 1, 2, 3])]).shape)
-        (4, 10)
+        >>> head = km.SVSoftmax(num_classes=3, scale=1.0, t=1.5, kernel_initializer="identity")
+        >>> x, y = np.array([[1.0, 0.0, 0.0]], "float32"), np.array([1])  # cos = (1, 0, 0)
+        >>> np.asarray(head.support_vector_mask(x, y)).tolist()  # cos_0 = 1 > cos_y = 0
+        [[True, False, False]]
+        >>> np.asarray(head([x, y])).tolist()  # t * 1 + t - 1 = 2 for the support vector
+        [[2.0, 0.0, 0.0]]
 
     Reference:
         Wang, Zhang, Wang, Shi, Mei, "Support Vector Guided Softmax Loss for Face Recognition",

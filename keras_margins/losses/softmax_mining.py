@@ -113,8 +113,19 @@ def focal_softmax_loss(y_true, y_pred, gamma=2.0):
     return ops.where(ops.isnan(log_p), log_p, -ops.power(one_minus_p, gamma) * log_p)
 
 
+class _LogitsLoss(keras.losses.Loss):
+    """A per-sample loss on a head's logits that keeps the ``dtype`` it was given in its config."""
+
+    def __init__(self, reduction, name, dtype):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self._dtype_arg = dtype
+
+    def get_config(self):
+        return {**super().get_config(), "dtype": self._dtype_arg}
+
+
 @keras.saving.register_keras_serializable(package="keras_margins")
-class HardMiningSoftmaxLoss(keras.losses.Loss):
+class HardMiningSoftmaxLoss(_LogitsLoss):
     """HM-Softmax: softmax cross-entropy on the hardest fraction of the mini-batch only.
 
         ce_i = -log softmax(z_i)[y_i],  k = max(1, ceil(keep_ratio * B))
@@ -161,19 +172,16 @@ class HardMiningSoftmaxLoss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.keep_ratio = check_float("keep_ratio", keep_ratio, low=0.0, high=1.0, low_open=True)
-        self._dtype_arg = dtype
 
     def call(self, y_true, y_pred):
         return hard_mining_softmax_loss(y_true, y_pred, keep_ratio=self.keep_ratio)
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"keep_ratio": self.keep_ratio, "dtype": self._dtype_arg})
-        return config
+        return {**super().get_config(), "keep_ratio": self.keep_ratio}
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class FocalSoftmaxLoss(keras.losses.Loss):
+class FocalSoftmaxLoss(_LogitsLoss):
     """F-Softmax: focal cross-entropy on a head's logits, ``-(1 - p_y)^gamma * log(p_y)``.
 
     The same quantity as ``keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=gamma,
@@ -217,12 +225,9 @@ class FocalSoftmaxLoss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gamma = _check_gamma(gamma)
-        self._dtype_arg = dtype
 
     def call(self, y_true, y_pred):
         return focal_softmax_loss(y_true, y_pred, gamma=self.gamma)
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"gamma": self.gamma, "dtype": self._dtype_arg})
-        return config
+        return {**super().get_config(), "gamma": self.gamma}
