@@ -102,12 +102,8 @@ class LiftedStructLoss(BatchLoss):
         name: Name of the loss. Defaults to ``"lifted_struct_loss"``.
         **kwargs: ``reduction`` and ``dtype`` of ``keras.losses.Loss``.
 
-    Call arguments:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``.
-
-    Returns:
-        A float32 scalar.
+    Called as ``loss(y_true, y_pred)`` with integer labels ``(B,)`` or ``(B, 1)`` and
+    embeddings ``(B, D)``; returns a float32 scalar.
 
     Examples:
 

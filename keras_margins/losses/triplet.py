@@ -436,22 +436,10 @@ class TripletSemiHardLoss(TripletLoss):
     arguments, defaults and values as tensorflow-addons 0.23 (non-squared L2, margin 1.0, where
     FaceNet used squared distances and a margin of 0.2); only the import changes.
 
-    Args:
-        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
-            (see :func:`triplet_loss`). Defaults to 1.0.
-        distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
-            ``"L2"``.
-        name: Name of the loss. Defaults to ``"triplet_semihard_loss"``.
-        **kwargs: ``reduction`` (the value is the batch loss whatever the reduction; the
-            default ``"sum_over_batch_size"`` lets Keras scale it under ``tf.distribute``) and
-            ``dtype`` of ``keras.losses.Loss``.
-
-    Call arguments:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``, usually L2-normalized.
-
-    Returns:
-        A float32 scalar.
+    :class:`TripletLoss` with ``mining="semi-hard"``: the arguments ``margin`` (defaults to
+    1.0), ``distance_metric`` (defaults to ``"L2"``) and ``**kwargs``, the call (labels,
+    usually L2-normalized embeddings) and the float32 scalar it returns are those of
+    :class:`TripletLoss`; ``name`` defaults to ``"triplet_semihard_loss"``.
 
     Examples:
 
@@ -482,23 +470,10 @@ class TripletHardLoss(TripletLoss):
     ``L = mean_a max(max_p d(a, p) - min_n d(a, n) + margin, 0)``, or with ``soft=True``
     ``mean_a log(1 + exp(max_p d(a, p) - min_n d(a, n)))``.
 
-    Args:
-        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
-            (see :func:`triplet_loss`). Defaults to 1.0.
-        soft: Soft-margin variant. Defaults to ``False``.
-        distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
-            ``"L2"``.
-        name: Name of the loss. Defaults to ``"triplet_hard_loss"``.
-        **kwargs: ``reduction`` (the value is the batch loss whatever the reduction; the
-            default ``"sum_over_batch_size"`` lets Keras scale it under ``tf.distribute``) and
-            ``dtype`` of ``keras.losses.Loss``.
-
-    Call arguments:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``.
-
-    Returns:
-        A float32 scalar.
+    :class:`TripletLoss` with ``mining="hard"``: the arguments ``margin`` (defaults to 1.0),
+    ``soft`` (defaults to ``False``), ``distance_metric`` (defaults to ``"L2"``) and
+    ``**kwargs``, the call and the float32 scalar it returns are those of :class:`TripletLoss`;
+    ``name`` defaults to ``"triplet_hard_loss"``.
 
     Examples:
 
