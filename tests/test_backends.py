@@ -112,6 +112,7 @@ BACKEND_MODULES = [
     "tests/test_npairs.py",
     "tests/test_lifted.py",
     "tests/test_validation.py",
+    "tests/test_layer_harness.py",
 ]
 
 
