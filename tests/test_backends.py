@@ -113,6 +113,7 @@ BACKEND_MODULES = [
     "tests/test_lifted.py",
     "tests/test_validation.py",
     "tests/test_layer_harness.py",
+    "tests/test_head_base.py",
 ]
 
 
