@@ -100,6 +100,8 @@ def test_heads_match_tensorflow_and_train_on_jax(tmp_path):
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BACKEND_MODULES = [
     "tests/test_heads.py",
+    "tests/test_arcface.py",
+    "tests/test_combined_margin.py",
     "tests/test_normalized_matmul.py",
     "tests/test_sphereface.py",
     "tests/test_sv_softmax.py",
