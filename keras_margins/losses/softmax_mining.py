@@ -136,6 +136,9 @@ class HardMiningSoftmaxLoss(_LogitsLoss):
     ``sample_weight``, weights multiply these per-sample values). Takes the logits of any head
     (``from_logits`` only), so hard mining combines with any margin, as in the SV-Softmax paper.
 
+    Called as ``loss(y_true, y_pred)`` on integer class ids ``(B,)`` or ``(B, 1)`` and a head's
+    logits ``(B, C)``; returns the reduced loss (a scalar by default).
+
     Args:
         keep_ratio: Fraction of the batch kept, in (0, 1]; 1 is the plain softmax loss.
             Defaults to 0.5.
@@ -143,12 +146,6 @@ class HardMiningSoftmaxLoss(_LogitsLoss):
         name: Loss name. Defaults to ``"hard_mining_softmax_loss"``.
         dtype: Loss dtype. Defaults to ``None`` (float32).
 
-    Call arguments:
-        y_true: Integer class ids, ``(B,)`` or ``(B, 1)``.
-        y_pred: Logits ``(B, C)``.
-
-    Returns:
-        The reduced loss (a scalar by default).
 
     Examples:
 
@@ -190,6 +187,8 @@ class FocalSoftmaxLoss(_LogitsLoss):
     16 and zeroes its gradient for samples with ``p_y < 1e-7`` — exactly the mis-classified
     samples that scaled margin heads (``s = 30 .. 64``) produce early in training.
 
+    Called like :class:`HardMiningSoftmaxLoss` (labels, logits; the reduced loss).
+
     Args:
         gamma: The focusing parameter, >= 0 (0 = cross-entropy). Defaults to 2.0 (the focal
             loss paper).
@@ -197,12 +196,6 @@ class FocalSoftmaxLoss(_LogitsLoss):
         name: Loss name. Defaults to ``"focal_softmax_loss"``.
         dtype: Loss dtype. Defaults to ``None`` (float32).
 
-    Call arguments:
-        y_true: Integer class ids, ``(B,)`` or ``(B, 1)``.
-        y_pred: Logits ``(B, C)``.
-
-    Returns:
-        The reduced loss (a scalar by default).
 
     Examples:
 

@@ -270,16 +270,8 @@ def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
     ``d(a, p)`` (or the largest ``d(a, n)`` if none is farther);
     ``L = mean_(a, p) max(d(a, p) - d(a, n) + margin, 0)``.
 
-    Args:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``.
-        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
-            (see :func:`triplet_loss`). Defaults to 1.0.
-        distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
-            ``"L2"``.
-
-    Returns:
-        A float32 scalar.
+    The arguments (``margin`` defaults to 1.0, ``distance_metric`` to ``"L2"``) and the
+    float32 scalar returned are those of :func:`triplet_loss` with ``mining="semi-hard"``.
 
     Examples:
 
@@ -301,17 +293,9 @@ def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L
     ``L = mean_a max(max_p d(a, p) - min_n d(a, n) + margin, 0)``; with ``soft=True``
     ``mean_a log(1 + exp(max_p d(a, p) - min_n d(a, n)))``.
 
-    Args:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``.
-        margin: The margin in ``[0, 1e38]``, a number or a scalar tensor (unused when
-            ``soft``). Defaults to 1.0.
-        soft: Soft-margin variant. Defaults to ``False``.
-        distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
-            ``"L2"``.
-
-    Returns:
-        A float32 scalar.
+    The arguments (``margin`` defaults to 1.0 and is unused when ``soft``, ``soft`` to
+    ``False``, ``distance_metric`` to ``"L2"``) and the float32 scalar returned are those of
+    :func:`triplet_loss` with ``mining="hard"``.
 
     Examples:
 
@@ -338,6 +322,16 @@ def _deserialize_metric(distance_metric):
     if isinstance(distance_metric, dict):
         return keras.saving.deserialize_keras_object(distance_metric)
     return distance_metric
+
+
+def _mining_config(obj):
+    """The mining settings of a triplet loss or metric, as they go in its config."""
+    return {
+        "margin": float_config(obj.margin),
+        "mining": obj.mining,
+        "distance_metric": _serialize_metric(obj.distance_metric),
+        "soft": obj.soft,
+    }
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -415,16 +409,7 @@ class TripletLoss(BatchLoss):
         )
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "margin": float_config(self.margin),
-                "mining": self.mining,
-                "distance_metric": _serialize_metric(self.distance_metric),
-                "soft": self.soft,
-            }
-        )
-        return config
+        return {**super().get_config(), **_mining_config(self)}
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -562,13 +547,4 @@ class ActiveTripletFraction(keras.metrics.Mean):
         return super().update_state(fraction)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "margin": float_config(self.margin),
-                "mining": self.mining,
-                "distance_metric": _serialize_metric(self.distance_metric),
-                "soft": self.soft,
-            }
-        )
-        return config
+        return {**super().get_config(), **_mining_config(self)}
