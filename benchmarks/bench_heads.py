@@ -233,7 +233,7 @@ def make_breakdown_steps(batch, dim, num_classes, xla, seed=0):
     import tensorflow as tf
 
     import keras_margins as km
-    from keras_margins.heads.base import normalized_matmul
+    from keras_margins.ops import normalized_matmul
 
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.normal(size=(batch, dim)).astype("float32"))
@@ -286,7 +286,7 @@ def make_breakdown_steps(batch, dim, num_classes, xla, seed=0):
     # Ablations, for measurement only (their gradients or values are wrong): the head without
     # the column norms (inverse norms taken as 1) and the head without the projection term
     # `- W * r` of the kernel gradient. Each is traced while the shared function is swapped.
-    from keras_margins.heads import base
+    from keras_margins import ops as base
 
     def no_norms(w, transposed=False):
         sq = tf.ones((w.shape[0 if transposed else 1],))

@@ -272,3 +272,49 @@ def normalize_class_labels(labels, num_classes, name="labels"):
         valid = ops.logical_and(labels >= 0, labels < num_classes)
         safe = ops.where(valid, labels, ops.zeros_like(labels))
     return ops.where(valid, ops.cast(safe, "int32"), -1)
+
+
+def class_ids(labels, num_classes, name="labels", batch_size=None, one_hot=False):
+    """Any accepted form of class labels -> int32 ids ``(B,)``, ``-1`` for a bad label.
+
+    The one entry point for class labels: the dtype check (:func:`check_label_dtype`), the
+    shapes ``(B,)`` and ``(B, 1)`` (and, with ``one_hot``, ``(B, num_classes)`` one-hot or soft
+    labels, whose arg-max is taken; a row holding NaN or inf is a bad label), one label per
+    embedding when ``batch_size`` is known, then :func:`normalize_class_labels`.
+
+    Args:
+        labels: The labels, a tensor, array or list.
+        num_classes: The number of classes ``C`` (a Python int).
+        name: The argument name used in error messages. Defaults to ``"labels"``.
+        batch_size: The expected batch size, or ``None`` to skip the check. Defaults to ``None``.
+        one_hot: Accept ``(B, num_classes)`` one-hot labels (for ``num_classes > 1``). Defaults
+            to ``False``.
+
+    Returns:
+        int32 tensor ``(B,)``.
+    """
+    from keras import ops
+
+    labels = ops.convert_to_tensor(check_label_dtype(labels, name))
+    shape = tuple(labels.shape)
+    rank = len(shape)
+    is_one_hot = one_hot and rank == 2 and shape[-1] == num_classes and num_classes > 1
+    if is_one_hot:
+        finite = ops.isfinite(ops.sum(ops.cast(labels, "float32"), axis=-1))
+        labels = ops.where(finite, ops.cast(ops.argmax(labels, axis=-1), "int32"), -1)
+    elif rank == 2 and shape[-1] == 1:
+        labels = ops.reshape(labels, (-1,))
+    elif rank != 1:
+        forms = f", or one-hot of shape (batch_size, {num_classes})" if one_hot else ""
+        raise ValueError(
+            f"`{name}` must be integer class ids of shape (batch_size,) or (batch_size, 1)"
+            f"{forms}. Received: {name}.shape={shape}"
+        )
+    if batch_size is not None and shape[0] is not None and shape[0] != batch_size:
+        raise ValueError(
+            f"`{name}` must have one entry per embedding. Received: "
+            f"{name}.shape={shape} for embeddings with batch size {batch_size}"
+        )
+    if is_one_hot:
+        return labels
+    return normalize_class_labels(labels, num_classes, name)

@@ -7,69 +7,22 @@ Everything here computes in float32 whatever the input dtype, uses ``keras.ops``
 import numpy as np
 from keras import ops
 
-from keras_margins.heads.base import l2_normalize
+from keras_margins.ops import (  # noqa: F401  safe_sqrt and SQRT_FLOOR are part of this module's API
+    SQRT_FLOOR,
+    power_of_two_scale,
+    relu,
+    row_normalize,
+    safe_sqrt,
+    zero_diagonal,
+)
 
 #: The names accepted by :func:`pairwise_distance` (besides a callable).
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
 
-# Floor of a squared distance below which the distance is reported as exactly 0. The derivative
-# of sqrt(d2) is 1 / (2 sqrt(d2)): at d2 = 0 (identical embeddings, and always on the diagonal)
-# it is infinite, and an infinite factor times the zero derivative of d2 gives NaN. Below the
-# floor the value is 0 and the gradient is 0; above it the derivative is bounded by
-# 1 / (2 * 1e-6) = 5e5. The distances below apply it to embeddings rescaled to a max-abs near 1,
-# so the floor is relative: distances below ~1e-6 of the largest coordinate are not resolved by
-# the float32 expansion ||a||^2 + ||b||^2 - 2 a.b anyway (its rounding error is ~1e-7 ||a||^2).
-SQRT_FLOOR = 1e-12
-
-
-def safe_sqrt(x):
-    """``sqrt(x)`` for ``x >= 0`` with a finite gradient everywhere, NaN kept.
-
-    Returns 0 (with a zero gradient) where ``x <= SQRT_FLOOR`` and ``sqrt(x)`` elsewhere, so
-    zero distances (identical embeddings) give finite gradients. A NaN stays NaN (NaN in, NaN
-    out: a NaN embedding must not look like a zero distance).
-    """
-    keep = x > SQRT_FLOOR
-    # x * 0 is 0 for a finite x (gradient 0) and NaN for a NaN x.
-    return ops.where(keep, ops.sqrt(ops.where(keep, x, 1.0)), x * 0.0)
-
-
-def _relu(x):
-    """``max(x, 0)`` that keeps NaN (``maximum`` may return 0 for a NaN on some backends)."""
-    return ops.where(x < 0.0, 0.0, x)
-
-
-def _zero_diagonal(matrix):
-    """``matrix`` with an exact zero diagonal (NaN kept: 0 * NaN is NaN)."""
-    n = ops.shape(matrix)[0]
-    return ops.where(ops.eye(n, dtype="bool"), matrix * 0.0, matrix)
-
-
-# Largest coordinates between 2^-40 and 2^40 keep squared norms well inside float32's normal
-# range (2^-126 .. 2^128, for any realistic dimension): they are used unscaled.
-_UNSCALED_RANGE = (2.0**-40, 2.0**40)
-
-
-def _power_of_two_scale(max_abs):
-    """A power of two near ``max_abs`` where it lies outside ``[2^-40, 2^40]``, else 1.
-
-    Without gradient. Dividing by a power of two is exact in floating point (short of
-    underflow), so rescaling embeddings by it changes no value; it only keeps squared norms of
-    huge (beyond ~1e19) or tiny embeddings representable in float32. Embeddings in the usual
-    range are not rescaled at all (the result is then bit-for-bit the unscaled formula).
-    """
-    max_abs = ops.stop_gradient(max_abs)
-    low, high = _UNSCALED_RANGE
-    usual = ops.logical_or(
-        ops.logical_and(max_abs >= low, max_abs <= high), ops.equal(max_abs, 0.0)
-    )
-    safe = ops.where(usual, 1.0, max_abs)
-    return ops.where(usual, 1.0, ops.power(2.0, ops.round(ops.log2(safe))))
-
 
 def _scaled_rows(x):
     """``(u, s)`` with ``x = s * u``, ``s`` a power of two near the batch's largest ``|x|``."""
-    s = _power_of_two_scale(ops.max(ops.abs(x), initial=0.0))
+    s = power_of_two_scale(ops.max(ops.abs(x), initial=0.0))
     return x / s, s
 
 
@@ -88,7 +41,7 @@ def _squared_l2_unit(u):
     """Pairwise ``||u_i - u_j||^2`` by the expansion, clipped at 0, zero diagonal (NaN kept)."""
     sq = ops.sum(ops.square(u), axis=1)
     d2 = sq[:, None] + sq[None, :] - 2.0 * ops.matmul(u, ops.transpose(u))
-    return _zero_diagonal(_relu(d2))
+    return zero_diagonal(relu(d2))
 
 
 def squared_l2_distance(embeddings):
@@ -115,14 +68,6 @@ def l2_distance(embeddings):
     return _rescale(safe_sqrt(_squared_l2_unit(u)), s)
 
 
-def _row_normalize(x, axis=-1):
-    """``x / ||x||`` along ``axis`` for any magnitude: rows are first rescaled by a power of two
-    of their own max-abs (which leaves the direction unchanged), then L2-normalized. An all-zero
-    row stays zero; NaN stays NaN."""
-    s = _power_of_two_scale(ops.max(ops.abs(x), axis=axis, keepdims=True, initial=0.0))
-    return l2_normalize(x / s, axis=axis)
-
-
 def angular_distance(embeddings):
     """Pairwise angular distances ``1 - cos(x_i, x_j)``, float32 ``(B, B)``.
 
@@ -130,9 +75,9 @@ def angular_distance(embeddings):
     power of two of its own max-abs before normalizing); an all-zero embedding stays zero, so its
     distance to everything is 1. The result is clipped at 0 and the diagonal is exactly 0.
     """
-    x = _row_normalize(ops.cast(embeddings, "float32"), axis=1)
+    x = row_normalize(ops.cast(embeddings, "float32"), axis=1)
     d = 1.0 - ops.matmul(x, ops.transpose(x))
-    return _zero_diagonal(_relu(d))
+    return zero_diagonal(relu(d))
 
 
 def check_distance_metric(distance_metric):

@@ -5,8 +5,8 @@ import math
 import keras
 from keras import ops
 
-from keras_margins._validation import check_float
-from keras_margins.heads.base import MarginHead
+from keras_margins._validation import check_float, check_int
+from keras_margins.heads.base import MarginHead, embedding_dim_of, logits_shape, split_inputs
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -104,9 +104,7 @@ class PartialFC(keras.layers.Layer):
         self.sample_rate = check_float(
             "sample_rate", sample_rate, low=0.0, high=1.0, low_open=True, range_text="(0, 1]"
         )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
-        self.seed = seed
+        self.seed = None if seed is None else check_int("seed", seed)
         self.num_classes = head.num_classes
         self.num_sample = min(
             self.num_classes, max(1, math.ceil(self.sample_rate * self.num_classes - 1e-9))
@@ -115,14 +113,7 @@ class PartialFC(keras.layers.Layer):
 
     # ------------------------------------------------------------------ building
     def build(self, input_shape):
-        emb_shape, _ = MarginHead._split_shapes(input_shape)
-        self.head._check_embedding_shape(emb_shape)
-        if emb_shape[-1] is None:
-            raise ValueError(
-                "The last dimension of `embeddings` (embedding_dim) must be known. "
-                f"Received: embeddings.shape={emb_shape}"
-            )
-        self.embedding_dim = int(emb_shape[-1])
+        self.embedding_dim = embedding_dim_of(input_shape, "PartialFC")
         head = self.head
         # One row per centre: row c * K + k is sub-centre k of class c (the head's column order).
         # glorot_uniform's limit depends on fan_in + fan_out only, so the transposed shape draws
@@ -135,21 +126,21 @@ class PartialFC(keras.layers.Layer):
             constraint=head.kernel_constraint,
             autocast=False,
         )
-        self._build_head_without_kernel()
+        # The head keeps only its own state (e.g. SphereFace's step): it always computes on the
+        # centres this layer passes it, so it holds no second (D, C * K) copy of them.
+        head.build_without_kernel(self.embedding_dim)
         self.built = True
 
-    def _build_head_without_kernel(self):
-        """Build the wrapped head (its own state, e.g. SphereFace's step) without a kernel.
-
-        The head always computes on the centres this layer passes it, so it must not hold a
-        second ``(D, C * K)`` copy of them.
-        """
-        self.head.kernel_is_external = True
-        self.head.build((None, self.embedding_dim))
-
     def compute_output_shape(self, input_shape):
-        emb_shape, _ = MarginHead._split_shapes(input_shape)
-        return (emb_shape[0], self.num_classes)
+        return logits_shape(input_shape, self.num_classes, "PartialFC")
+
+    def cosine(self, embeddings):
+        """Float32 cosines between ``embeddings`` and every class, ``(B, num_classes)``.
+
+        The wrapped head's :meth:`~keras_margins.heads.MarginHead.cosine` on all of this
+        layer's class centres (sub-centres reduced by their maximum).
+        """
+        return self.head.cosine(embeddings, kernel=self.kernel, kernel_transposed=True)
 
     # ------------------------------------------------------------------ sampling
     def sample(self, labels):
@@ -195,15 +186,7 @@ class PartialFC(keras.layers.Layer):
 
     # ------------------------------------------------------------------ call
     def call(self, inputs, training=None):
-        if isinstance(inputs, (list, tuple)):
-            if len(inputs) != 2:
-                raise ValueError(
-                    "PartialFC takes `embeddings` or `[embeddings, labels]`. "
-                    f"Received {len(inputs)} inputs"
-                )
-            embeddings, labels = inputs
-        else:
-            embeddings, labels = inputs, None
+        embeddings, labels = split_inputs(inputs, "PartialFC")
         head = self.head
         if labels is None:
             return head.compute_logits(

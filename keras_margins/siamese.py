@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_margins.distances import _power_of_two_scale, _row_normalize, safe_sqrt
+from keras_margins.ops import power_of_two_scale, row_normalize, safe_sqrt
 
 PAIR_METRICS = ("euclidean", "cosine")
 
@@ -73,9 +73,9 @@ class PairDistance(keras.layers.Layer):
         b = ops.cast(b, "float32")
         if self.metric == "euclidean":
             v = a - b
-            s = _power_of_two_scale(ops.max(ops.abs(v), axis=-1, initial=0.0))
+            s = power_of_two_scale(ops.max(ops.abs(v), axis=-1, initial=0.0))
             return safe_sqrt(ops.sum(ops.square(v / s[:, None]), axis=-1)) * s
-        return 1.0 - ops.sum(_row_normalize(a) * _row_normalize(b), axis=-1)
+        return 1.0 - ops.sum(row_normalize(a) * row_normalize(b), axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0],)

@@ -100,11 +100,13 @@ def test_heads_match_tensorflow_and_train_on_jax(tmp_path):
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BACKEND_MODULES = [
     "tests/test_heads.py",
+    "tests/test_arcface.py",
+    "tests/test_combined_margin.py",
     "tests/test_normalized_matmul.py",
     "tests/test_sphereface.py",
     "tests/test_sv_softmax.py",
     "tests/test_l2_softmax.py",
-    "tests/test_mining.py",
+    "tests/test_softmax_mining.py",
     "tests/test_triplet.py",
     "tests/test_contrastive.py",
     "tests/test_center_loss.py",
@@ -112,6 +114,8 @@ BACKEND_MODULES = [
     "tests/test_npairs.py",
     "tests/test_lifted.py",
     "tests/test_validation.py",
+    "tests/test_layer_harness.py",
+    "tests/test_head_base.py",
 ]
 
 

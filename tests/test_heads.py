@@ -1,4 +1,7 @@
-"""NormSoftmax, CosFace, ArcFace (ArcMarginLayer) and CombinedMargin against float64 references.
+"""The margin heads against float64 references: logits, gradients, edges, labels, saving, XLA.
+
+The formulas of ArcFace and CombinedMargin on their own are in test_arcface.py and
+test_combined_margin.py; the hooks of the base in test_head_base.py.
 
 The references below are written from the papers' formulas (PAPERS.md), with plain loops over
 the samples, and share no code with keras_margins.
@@ -218,52 +221,6 @@ def test_edges_are_finite_in_values_and_gradients(name, policy):
     np.testing.assert_allclose(logits, expected, atol=scale * 2e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("margin", [0.1, 0.5, 1.0, 2.0, 2.5, 3.0])
-def test_arcface_target_decreases_on_the_whole_half_circle(margin):
-    head = km.ArcFace(1, scale=1.0, margin=margin)
-    theta = np.linspace(0.0, math.pi, 20001)
-    target = keras.ops.convert_to_numpy(head.target_logit(cast(np.cos(theta), "float32")))
-    assert np.all(np.diff(target) <= 1e-6), "target logit must not rise as theta grows"
-    assert np.all(np.isfinite(target))
-
-
-@pytest.mark.parametrize("m1,m2,m3", [(1.0, 0.5, 0.0), (2.0, 0.0, 0.0), (1.5, 0.4, 0.1), (3.0, 1.0, 0.3)])
-def test_combined_margin_target_decreases(m1, m2, m3):
-    head = km.CombinedMargin(1, scale=1.0, m1=m1, m2=m2, m3=m3)
-    theta = np.linspace(0.0, math.pi, 20001)
-    cos32 = np.cos(theta).astype("float32")  # the reference sees the same rounded cosines
-    target = keras.ops.convert_to_numpy(head.target_logit(keras.ops.convert_to_tensor(cos32)))
-    assert np.all(np.diff(target) <= 1e-6)
-    expected = [ref_target_combined(float(c), m1, m2, m3) for c in cos32]
-    np.testing.assert_allclose(target, expected, atol=2e-4)
-
-
-def test_combined_margin_specializes_to_arcface_and_cosface(rng):
-    x, kernel, labels = make_inputs(rng, batch=16)
-
-    def logits(head):
-        head = built_head(lambda c: head, kernel, 7)
-        return keras.ops.convert_to_numpy(head([x, labels]))
-
-    np.testing.assert_allclose(
-        logits(km.CombinedMargin(7, scale=64.0, m1=1.0, m2=0.5, m3=0.0)),
-        logits(km.ArcFace(7, scale=64.0, margin=0.5)),
-        atol=1e-5,
-    )
-    np.testing.assert_allclose(
-        logits(km.CombinedMargin(7, scale=64.0, m1=1.0, m2=0.0, m3=0.35)),
-        logits(km.CosFace(7, scale=64.0, margin=0.35)),
-        atol=1e-5,
-    )
-
-
-def test_arc_margin_layer_is_arcface():
-    assert km.ArcMarginLayer is km.ArcFace
-    layer = km.ArcMarginLayer(num_classes=5)
-    assert isinstance(layer, km.ArcFace)
-    assert layer.margin == 0.5 and layer.scale == 64.0
-
-
 # --------------------------------------------------------------------------- labels
 
 
@@ -404,7 +361,7 @@ def test_mixed_precision_computes_in_float32(policy, rng):
 # --------------------------------------------------------------------------- real training
 
 
-def _digits_backbone():
+def digits_backbone():
     return keras.Sequential(
         [keras.Input((64,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(32)],
         name="digits_mlp",
@@ -424,7 +381,7 @@ TRAINING_HEADS = {
 def test_training_on_digits_learns(name):
     x_train, x_test, y_train, y_test = load_digits_split()
     head = TRAINING_HEADS[name]()
-    train_model, embed_model = km.build_models(_digits_backbone(), head)
+    train_model, embed_model = km.build_models(digits_backbone(), head)
     train_model.compile(
         optimizer=keras.optimizers.Adam(3e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -440,17 +397,3 @@ def test_training_on_digits_learns(name):
     predictions = np.argmax(keras.ops.convert_to_numpy(head(emb)), axis=1)
     accuracy = np.mean(predictions == y_test)
     assert accuracy > 0.85, f"held-out accuracy {accuracy:.3f} (chance is 0.1)"
-
-
-def test_build_models_share_weights_and_validate():
-    backbone = _digits_backbone()
-    train_model, embed_model = km.build_models(backbone, km.CosFace(10), normalize_embeddings=False)
-    x = np.random.default_rng(0).random((3, 64)).astype("float32")
-    np.testing.assert_allclose(
-        embed_model.predict(x, verbose=0), backbone.predict(x, verbose=0), atol=1e-6
-    )
-    assert {id(w) for w in backbone.weights} <= {id(w) for w in train_model.weights}
-    with pytest.raises(ValueError, match="backbone"):
-        km.build_models("not a model", km.CosFace(10))
-    with pytest.raises(ValueError, match="head"):
-        km.build_models(backbone, "not a head")

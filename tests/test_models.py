@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import keras_margins as km
+from tests.test_heads import digits_backbone
 
 
 def small_backbone(dim=8, embedding_dim=4):
@@ -188,3 +189,17 @@ def test_load_model_of_float32_archives_is_plain_load(tmp_path, rng):
                                model.predict([x, y], verbose=0), atol=1e-6)
     with pytest.raises(ValueError, match="path"):
         km.saved_dtype_policy(__file__)
+
+
+def test_build_models_share_weights_and_validate():
+    backbone = digits_backbone()
+    train_model, embed_model = km.build_models(backbone, km.CosFace(10), normalize_embeddings=False)
+    x = np.random.default_rng(0).random((3, 64)).astype("float32")
+    np.testing.assert_allclose(
+        embed_model.predict(x, verbose=0), backbone.predict(x, verbose=0), atol=1e-6
+    )
+    assert {id(w) for w in backbone.weights} <= {id(w) for w in train_model.weights}
+    with pytest.raises(ValueError, match="backbone"):
+        km.build_models("not a model", km.CosFace(10))
+    with pytest.raises(ValueError, match="head"):
+        km.build_models(backbone, "not a head")

@@ -18,7 +18,7 @@ import pytest
 import keras_margins as km
 from keras_margins._validation import normalize_class_labels
 from keras_margins.heads.base import feature_norm, l2_normalize
-from keras_margins.losses.mining import (
+from keras_margins.losses.softmax_mining import (
     FocalSoftmaxLoss,
     HardMiningSoftmaxLoss,
     focal_softmax_loss,

@@ -1,14 +1,15 @@
 """Margin-based softmax heads."""
 
-from keras_margins.heads.arcface import ArcFace, ArcMarginLayer, CombinedMargin
+from keras_margins.heads.arcface import ArcFace, ArcMarginLayer
 from keras_margins.heads.base import MarginHead
+from keras_margins.heads.combined_margin import CombinedMargin
 from keras_margins.heads.cosface import CosFace
 from keras_margins.heads.l2_softmax import (
     L2Softmax,
     ScaledL2Normalization,
     l2_softmax_alpha_lower_bound,
 )
-from keras_margins.heads.normalized import NormSoftmax
+from keras_margins.heads.norm_softmax import NormSoftmax
 from keras_margins.heads.sphereface import SphereFace
 from keras_margins.heads.sv_softmax import SVSoftmax
 

@@ -16,6 +16,10 @@ class CosFace(MarginHead):
     The CosFace paper uses ``m = 0.35, s = 64`` (accuracy peaks at 0.35 and training stops
     converging past about 0.45); AM-Softmax uses ``m = 0.35, s = 30``.
 
+    Called and returning as every head (see :class:`~keras_margins.heads.MarginHead`):
+    ``[embeddings, labels]`` in training, ``embeddings`` alone for ``s * cos`` at inference;
+    float32 logits ``(B, num_classes)`` for ``SparseCategoricalCrossentropy(from_logits=True)``.
+
     Args:
         num_classes: Number of classes. Must be >= 1.
         scale: The scale ``s``, > 0. Defaults to 64.0.
@@ -25,22 +29,13 @@ class CosFace(MarginHead):
         **kwargs: ``kernel_initializer``, ``kernel_regularizer``, ``kernel_constraint`` and the
             base layer arguments.
 
-    Call arguments:
-        inputs: ``[embeddings, labels]`` in training (``embeddings`` ``(B, D)``; ``labels``
-            integer ``(B,)`` / ``(B, 1)`` or one-hot ``(B, num_classes)``), or ``embeddings``
-            alone for ``s * cos`` at inference.
-
-    Returns:
-        float32 logits of shape ``(B, num_classes)``, for
-        ``SparseCategoricalCrossentropy(from_logits=True)``.
-
     Examples:
 
         >>> import numpy as np, keras_margins as km
-        >>> head = km.CosFace(num_classes=10)
-        >>> x = np.random.rand(4, 8).astype("float32")
-        >>> tuple(head([x, np.array([0, 1, 2, 3])]).shape)
-        (4, 10)
+        >>> head = km.CosFace(num_classes=2, scale=10.0, margin=0.35, kernel_initializer="identity")
+        >>> logits = head([np.array([[1.0, 0.0]], "float32"), np.array([0])])
+        >>> np.round(np.asarray(logits, "float64"), 4).tolist()  # s (cos - m), s cos
+        [[6.5, 0.0]]
 
     Reference:
         Wang et al., "CosFace: Large Margin Cosine Loss for Deep Face Recognition", CVPR 2018
@@ -52,7 +47,7 @@ class CosFace(MarginHead):
         super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
         self.margin = check_float("margin", margin, low=0.0, high=2.0, high_open=True)
 
-    def target_logit(self, cos_y, embeddings=None, training=None):
+    def target_logit(self, cos_y, norm=None, labels=None, training=None):
         return cos_y - self.margin
 
     def get_config(self):

@@ -7,11 +7,19 @@ from keras import ops
 
 from keras_margins._validation import (
     MAX_LOGIT_SCALE,
+    check_flag,
     check_float,
     check_float32_bound,
     check_int,
 )
-from keras_margins.heads.base import check_head_arguments, l2_normalize
+from keras_margins.heads.base import (
+    check_embedding_dim,
+    check_head_arguments,
+    embedding_dim_of,
+    logits_shape,
+    split_inputs,
+)
+from keras_margins.ops import l2_normalize
 
 _ALPHA_REASON = (
     "alpha * x / ||x|| and the logits (times the class weights' norms) must stay finite in float32"
@@ -84,11 +92,7 @@ class ScaledL2Normalization(keras.layers.Layer):
         super().__init__(**kwargs)
         self.alpha = check_float("alpha", alpha, low=0.0, low_open=True)
         check_float32_bound("alpha", self.alpha, MAX_LOGIT_SCALE, _ALPHA_REASON)
-        if not isinstance(trainable_alpha, bool):
-            raise ValueError(
-                f"`trainable_alpha` must be a bool. Received: trainable_alpha={trainable_alpha!r}"
-            )
-        self.trainable_alpha = trainable_alpha
+        self.trainable_alpha = check_flag("trainable_alpha", trainable_alpha)
 
     def build(self, input_shape):
         if self.trainable_alpha:
@@ -206,14 +210,8 @@ class L2Softmax(keras.layers.Layer):
             check_float32_bound("alpha", alpha, MAX_LOGIT_SCALE, _ALPHA_REASON)
             self._alpha_arg = alpha
         self.alpha = alpha
-        if not isinstance(trainable_alpha, bool):
-            raise ValueError(
-                f"`trainable_alpha` must be a bool. Received: trainable_alpha={trainable_alpha!r}"
-            )
-        self.trainable_alpha = trainable_alpha
-        if not isinstance(use_bias, bool):
-            raise ValueError(f"`use_bias` must be a bool. Received: use_bias={use_bias!r}")
-        self.use_bias = use_bias
+        self.trainable_alpha = check_flag("trainable_alpha", trainable_alpha)
+        self.use_bias = check_flag("use_bias", use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -221,31 +219,12 @@ class L2Softmax(keras.layers.Layer):
             alpha=alpha, trainable_alpha=trainable_alpha, name="feature_scale"
         )
 
-    @staticmethod
-    def _embedding_shape(input_shape):
-        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
-            input_shape[0], (list, tuple)
-        ):
-            if len(input_shape) != 2:
-                raise ValueError(
-                    "L2Softmax takes `embeddings` or `[embeddings, labels]`. "
-                    f"Received {len(input_shape)} inputs with shapes {input_shape}"
-                )
-            input_shape = input_shape[0]
-        shape = tuple(input_shape)
-        if len(shape) != 2 or shape[-1] is None:
-            raise ValueError(
-                "`embeddings` must be rank 2, (batch_size, embedding_dim), with a known "
-                f"embedding_dim. Received: embeddings.shape={shape}"
-            )
-        return shape
-
     def build(self, input_shape):
-        shape = self._embedding_shape(input_shape)
-        self.feature_scale.build(shape)
+        dim = embedding_dim_of(input_shape, "L2Softmax")
+        self.feature_scale.build((None, dim))
         self.kernel = self.add_weight(
             name="kernel",
-            shape=(shape[-1], self.num_classes),
+            shape=(dim, self.num_classes),
             initializer=self.kernel_initializer,
             regularizer=self.kernel_regularizer,
             autocast=False,
@@ -264,19 +243,9 @@ class L2Softmax(keras.layers.Layer):
         return self.feature_scale.current_alpha()
 
     def call(self, inputs):
-        if isinstance(inputs, (list, tuple)):
-            if len(inputs) != 2:
-                raise ValueError(
-                    "L2Softmax takes `embeddings` or `[embeddings, labels]`. "
-                    f"Received {len(inputs)} inputs"
-                )
-            inputs = inputs[0]
-        self._embedding_shape(inputs.shape)
-        if inputs.shape[-1] is not None and int(inputs.shape[-1]) != self.kernel.shape[0]:
-            raise ValueError(
-                f"`embeddings` must have embedding_dim {self.kernel.shape[0]}, the size "
-                f"{self.name} was built for. Received: embeddings.shape={tuple(inputs.shape)}"
-            )
+        inputs, _ = split_inputs(inputs, "L2Softmax")  # labels change nothing here
+        embedding_dim_of(inputs.shape, "L2Softmax")
+        check_embedding_dim(inputs, self.kernel.shape[0], self.name)
         features = self.feature_scale(inputs)
         logits = ops.matmul(features, ops.cast(self.kernel, "float32"))
         if self.use_bias:
@@ -284,7 +253,7 @@ class L2Softmax(keras.layers.Layer):
         return logits
 
     def compute_output_shape(self, input_shape):
-        return (self._embedding_shape(input_shape)[0], self.num_classes)
+        return logits_shape(input_shape, self.num_classes, "L2Softmax")
 
     def compute_output_spec(self, inputs):
         emb = inputs[0] if isinstance(inputs, (list, tuple)) else inputs

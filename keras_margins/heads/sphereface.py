@@ -6,7 +6,8 @@ import keras
 from keras import ops
 
 from keras_margins._validation import FLOAT32_MAX, check_float, check_float32_bound
-from keras_margins.heads.base import MarginHead, layer_metrics_supported, safe_arccos
+from keras_margins.heads.base import MarginHead, layer_metrics_supported
+from keras_margins.ops import safe_arccos
 
 #: Up to this margin, the branch index is found by comparisons with cos(j*pi/m) (exact at the
 #: boundaries) and an integer margin uses the Chebyshev recurrence; above it, both are computed
@@ -141,8 +142,6 @@ class SphereFace(MarginHead):
         (arXiv 1704.08063); lambda schedule from the authors' released training code.
     """
 
-    allows_norm_scale = True
-
     def __init__(
         self,
         num_classes,
@@ -155,7 +154,13 @@ class SphereFace(MarginHead):
         sub_centers=1,
         **kwargs,
     ):
-        super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
+        # The base checks a given scale; `None` (the feature norm, see `logit_scale`) is this
+        # head's own choice, so the base checks a placeholder and the None is kept.
+        super().__init__(
+            num_classes, scale=1.0 if scale is None else scale, sub_centers=sub_centers, **kwargs
+        )
+        if scale is None:
+            self.scale = None
         margin = check_float("margin", margin, low=1.0)
         check_float32_bound(
             "margin",
@@ -187,17 +192,13 @@ class SphereFace(MarginHead):
             keras.metrics.Mean(name=f"{self.name}_lambda") if layer_metrics_supported() else None
         )
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.step = self.add_weight(
-            name="step",
-            shape=(),
-            dtype="int64",
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-        )
-        self.built = True
+    def build_state(self):
+        self.step = self.add_training_state("step", dtype="int64")
+
+    def logit_scale(self, norm):
+        if self.scale is None:
+            return norm  # ||x||, the paper's scale
+        return super().logit_scale(norm)
 
     def lambda_value(self):
         """The current lambda as a float32 tensor (from the step counter)."""
@@ -216,10 +217,9 @@ class SphereFace(MarginHead):
             step, self.lambda_base, self.lambda_gamma, self.lambda_power, self.lambda_min
         ))
 
-    def target_logit(self, cos_y, embeddings=None, training=None):
+    def target_logit(self, cos_y, norm=None, labels=None, training=None):
         lam = self.lambda_value()
-        if training is True:
-            self.step.assign_add(ops.convert_to_tensor(1, dtype="int64"))
+        self.update_training_state(self.step, self.step + 1, training)
         if layer_metrics_supported():  # not on JAX: see layer_metrics_supported
             self.lambda_tracker.update_state(lam)
         psi = sphereface_psi(cos_y, self.margin)

@@ -52,6 +52,10 @@ class SVSoftmax(MarginHead):
     logs it is the running mean over the epoch's batches). :meth:`support_vector_mask` returns
     the boolean mask itself.
 
+    Called and returning as every head (see :class:`~keras_margins.heads.MarginHead`):
+    ``[embeddings, labels]`` in training, ``embeddings`` alone for ``s * cos`` at inference;
+    float32 logits ``(B, num_classes)`` for ``SparseCategoricalCrossentropy(from_logits=True)``.
+
     Args:
         num_classes: Number of classes. Must be >= 1.
         scale: The scale ``s``, > 0. Defaults to 32.0.
@@ -63,27 +67,23 @@ class SVSoftmax(MarginHead):
         **kwargs: ``kernel_initializer``, ``kernel_regularizer``, ``kernel_constraint`` and the
             base layer arguments.
 
-    Call arguments:
-        inputs: ``[embeddings, labels]`` in training (``embeddings`` ``(B, D)``; ``labels``
-            integer ``(B,)`` / ``(B, 1)`` or one-hot ``(B, num_classes)``), or ``embeddings``
-            alone for ``s * cos`` at inference.
-
-    Returns:
-        float32 logits of shape ``(B, num_classes)``, for
-        ``SparseCategoricalCrossentropy(from_logits=True)``.
-
     Examples:
 
         >>> import numpy as np, keras_margins as km
-        >>> head = km.SVSoftmax(num_classes=10, t=1.2, margin=0.35, margin_type="cosine")
-        >>> x = np.random.rand(4, 8).astype("float32")
-        >>> tuple(head([x, np.array([0, 1, 2, 3])]).shape)
-        (4, 10)
+        >>> head = km.SVSoftmax(num_classes=3, scale=1.0, t=1.5, kernel_initializer="identity")
+        >>> x, y = np.array([[1.0, 0.0, 0.0]], "float32"), np.array([1])  # cos = (1, 0, 0)
+        >>> np.asarray(head.support_vector_mask(x, y)).tolist()  # cos_0 = 1 > cos_y = 0
+        [[True, False, False]]
+        >>> np.asarray(head([x, y])).tolist()  # t * 1 + t - 1 = 2 for the support vector
+        [[2.0, 0.0, 0.0]]
 
     Reference:
         Wang, Zhang, Wang, Shi, Mei, "Support Vector Guided Softmax Loss for Face Recognition",
         arXiv 1812.11317 (2018).
     """
+
+    #: The support vectors' logits are rewritten too (see :meth:`combine`).
+    rewrites_non_targets = True
 
     def __init__(
         self,
@@ -127,7 +127,7 @@ class SVSoftmax(MarginHead):
             else None
         )
 
-    def target_logit(self, cos_y, embeddings=None, training=None):
+    def target_logit(self, cos_y, norm=None, labels=None, training=None):
         if self.margin_type == "cosine":
             return cos_y - self.margin
         if self.margin_type == "arc":
@@ -137,7 +137,7 @@ class SVSoftmax(MarginHead):
     def _mask(self, cos, target, is_target):
         return ops.logical_and(cos > target[:, None], ops.logical_not(is_target))
 
-    def combine(self, cos, target, is_target, training=None):
+    def combine(self, cos, target, is_target):
         sv = self._mask(cos, target, is_target)
         if layer_metrics_supported():  # not on JAX: see layer_metrics_supported
             pairs = ops.cast(ops.shape(cos)[0] * (ops.shape(cos)[1] - 1), "float32")
@@ -167,9 +167,11 @@ class SVSoftmax(MarginHead):
                 f"`labels` must be class ids in [0, {self.num_classes}) (integers, or floats "
                 f"holding integers). Received: labels with invalid entries at positions {bad}"
             )
-        cos_y, is_target, valid = self.target_columns(cos, labels)
-        mask = self._mask(cos, self.target_logit(cos_y, embeddings=embeddings), is_target)
-        return ops.logical_and(mask, valid[:, None])
+        # A label -1 (not a class id) matches no column: its row stays all False.
+        is_target = ops.arange(self.num_classes, dtype="int32")[None, :] == labels[:, None]
+        cos_y = ops.take_along_axis(cos, ops.maximum(labels, 0)[:, None], axis=1)[:, 0]
+        mask = self._mask(cos, self.target_logit(cos_y, labels=labels), is_target)
+        return ops.logical_and(mask, (labels >= 0)[:, None])
 
     def get_config(self):
         config = super().get_config()

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_margins.heads.base import l2_normalize
+from keras_margins.ops import l2_normalize
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

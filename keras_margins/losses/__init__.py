@@ -4,17 +4,17 @@ mining-based softmax losses."""
 from keras_margins.losses.center import CenterLoss
 from keras_margins.losses.contrastive import ContrastiveLoss, contrastive_loss
 from keras_margins.losses.lifted import LiftedStructLoss, lifted_struct_loss
-from keras_margins.losses.mining import (
-    FocalSoftmaxLoss,
-    HardMiningSoftmaxLoss,
-    focal_softmax_loss,
-    hard_mining_softmax_loss,
-)
 from keras_margins.losses.npairs import (
     NpairsLoss,
     NpairsMultilabelLoss,
     npairs_loss,
     npairs_multilabel_loss,
+)
+from keras_margins.losses.softmax_mining import (
+    FocalSoftmaxLoss,
+    HardMiningSoftmaxLoss,
+    focal_softmax_loss,
+    hard_mining_softmax_loss,
 )
 from keras_margins.losses.triplet import (
     ActiveTripletFraction,

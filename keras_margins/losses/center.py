@@ -8,8 +8,7 @@ from keras_margins._validation import (
     check_float,
     check_float32_bound,
     check_int,
-    check_label_dtype,
-    normalize_class_labels,
+    class_ids,
 )
 
 
@@ -110,23 +109,10 @@ class CenterLoss(keras.layers.Layer):
                 f"Received: inputs={inputs!r}"
             )
         embeddings, labels = inputs
-        labels = ops.convert_to_tensor(check_label_dtype(labels, "labels"))
-        shape = tuple(labels.shape)
-        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[-1] != 1):
-            raise ValueError(
-                "`labels` must be integer class ids of shape (batch_size,) or (batch_size, 1). "
-                f"Received: labels.shape={shape}"
-            )
-        batch = embeddings.shape[0]
-        if shape[0] is not None and batch is not None and shape[0] != batch:
-            raise ValueError(
-                "`labels` must have one entry per embedding. Received: "
-                f"labels.shape={shape}, embeddings.shape={tuple(embeddings.shape)}"
-            )
+        labels = class_ids(labels, self.num_classes, "labels", batch_size=embeddings.shape[0])
         if not training:
             return embeddings
         x = ops.cast(embeddings, "float32")
-        labels = normalize_class_labels(ops.reshape(labels, (-1,)), self.num_classes, "labels")
         valid = labels >= 0
         index = ops.maximum(labels, 0)
         centers = ops.convert_to_tensor(self.centers)

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_margins._validation import check_float_or_tensor, float_config, margin_or_nan
-from keras_margins.distances import _relu
+from keras_margins.ops import relu
 
 #: Largest accepted ``margin``: ``max(margin - d, 0)^2`` is computed in float32 (largest value
 #: ~3.4e38), so the margin's square must be finite.
@@ -72,7 +72,7 @@ def contrastive_loss(y_true, y_pred, margin=1.0):
     margin = check_float_or_tensor("margin", margin, 0.0, MAX_MARGIN, _MARGIN_REASON)
     margin = margin_or_nan(margin, 0.0, MAX_MARGIN)
     y, d = _align(ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"))
-    loss = y * ops.square(d) + (1.0 - y) * ops.square(_relu(margin - d))
+    loss = y * ops.square(d) + (1.0 - y) * ops.square(relu(margin - d))
     valid = ops.logical_or(ops.equal(y, 0.0), ops.equal(y, 1.0))
     return ops.where(valid, loss, float("nan"))
 

@@ -5,13 +5,13 @@ from keras import ops
 
 from keras_margins._validation import check_float_or_tensor, float_config, margin_or_nan
 from keras_margins.distances import (
-    _relu,
     check_labels_and_embeddings,
     l2_distance,
     label_masks,
     labels_nan,
 )
 from keras_margins.losses._batch import BatchLoss
+from keras_margins.ops import relu
 
 #: Largest accepted ``margin``: ``max(J, 0)^2`` is computed in float32 and ``J`` is of the order
 #: of the margin, so the margin's square must be finite.
@@ -77,7 +77,7 @@ def lifted_struct_loss(y_true, y_pred, margin=1.0):
     total = ops.exp(m[:, None] - big_m) * s[:, None] + ops.exp(m[None, :] - big_m) * s[None, :]
     valid = ops.logical_and(positive, total > 0.0)
     j = big_m + ops.log(ops.where(valid, total, 1.0)) + d
-    hinge = ops.square(_relu(j))
+    hinge = ops.square(relu(j))
     num_ordered = ops.sum(ops.cast(positive, "float32"))
     # Over ordered pairs: sum_(i<j) = sum / 2 and |P| = num_ordered / 2.
     loss = ops.sum(ops.where(valid, hinge, 0.0)) / (2.0 * ops.maximum(num_ordered, 1.0))
@@ -102,12 +102,8 @@ class LiftedStructLoss(BatchLoss):
         name: Name of the loss. Defaults to ``"lifted_struct_loss"``.
         **kwargs: ``reduction`` and ``dtype`` of ``keras.losses.Loss``.
 
-    Call arguments:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``.
-
-    Returns:
-        A float32 scalar.
+    Called as ``loss(y_true, y_pred)`` with integer labels ``(B,)`` or ``(B, 1)`` and
+    embeddings ``(B, D)``; returns a float32 scalar.
 
     Examples:
 

@@ -197,26 +197,21 @@ class NpairsMultilabelLoss(BatchLoss):
 
     See :func:`npairs_multilabel_loss`. The value is the batch loss whatever the reduction.
 
-    Args:
-        name: Name of the loss. Defaults to ``"npairs_multilabel_loss"``.
-        **kwargs: ``reduction`` and ``dtype`` of ``keras.losses.Loss``.
-
-    Call arguments:
-        y_true: Binary labels ``(B, C)``, dense or a ``tf.SparseTensor`` (TensorFlow backend).
-        y_pred: Similarity matrix ``(B, B)``.
-
-    Returns:
-        A float32 scalar.
+    Called as ``loss(y_true, y_pred)`` with binary labels ``(B, C)`` (dense, or a
+    ``tf.SparseTensor`` on TensorFlow) and a similarity matrix ``(B, B)``; returns a float32
+    scalar. ``name`` defaults to ``"npairs_multilabel_loss"``; ``**kwargs`` are ``reduction`` and
+    ``dtype`` of ``keras.losses.Loss``. Reference: as :class:`NpairsLoss`.
 
     Examples:
 
-        >>> import numpy as np, keras_margins as km
-        >>> f = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]], "float32")
-        >>> round(float(km.NpairsMultilabelLoss()(np.eye(4), f @ f.T)), 5)
-        0.25386
+        With one label per sample (one-hot rows) it is :class:`NpairsLoss`:
 
-    Reference:
-        Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NIPS 2016.
+        >>> import numpy as np, keras_margins as km
+        >>> f = np.random.default_rng(0).normal(size=(6, 3)).astype("float32")
+        >>> y = np.array([0, 1, 2, 0, 1, 2])
+        >>> multi = float(km.NpairsMultilabelLoss()(np.eye(3)[y], f @ f.T))
+        >>> bool(np.isclose(multi, float(km.NpairsLoss()(y, f @ f.T)), rtol=1e-6))
+        True
     """
 
     def __init__(self, name="npairs_multilabel_loss", **kwargs):

@@ -18,7 +18,6 @@ from keras_margins._validation import (
     margin_or_nan,
 )
 from keras_margins.distances import (
-    _relu,
     check_distance_metric,
     check_labels_and_embeddings,
     label_masks,
@@ -26,6 +25,7 @@ from keras_margins.distances import (
     pairwise_distance,
 )
 from keras_margins.losses._batch import BatchLoss
+from keras_margins.ops import relu
 
 MINING_STRATEGIES = ("semi-hard", "hard", "all")
 
@@ -115,7 +115,7 @@ def _semi_hard(d, positive, negative, margin, soft):
         per_pair = ops.softplus(diff)
         active = diff > 0.0
     else:
-        per_pair = _relu(diff + margin)
+        per_pair = relu(diff + margin)
         active = diff + margin > 0.0
     num_pairs = ops.sum(ops.cast(positive, "float32"))
     loss = _safe_divide(ops.sum(ops.where(positive, per_pair, 0.0)), num_pairs)
@@ -133,7 +133,7 @@ def _hard(d, positive, negative, margin, soft):
         per_anchor = ops.softplus(diff)
         active = diff > 0.0
     else:
-        per_anchor = _relu(diff + margin)
+        per_anchor = relu(diff + margin)
         active = diff + margin > 0.0
     return ops.mean(per_anchor), ops.mean(ops.cast(active, "float32"))
 
@@ -270,16 +270,8 @@ def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
     ``d(a, p)`` (or the largest ``d(a, n)`` if none is farther);
     ``L = mean_(a, p) max(d(a, p) - d(a, n) + margin, 0)``.
 
-    Args:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``.
-        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
-            (see :func:`triplet_loss`). Defaults to 1.0.
-        distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
-            ``"L2"``.
-
-    Returns:
-        A float32 scalar.
+    The arguments (``margin`` defaults to 1.0, ``distance_metric`` to ``"L2"``) and the
+    float32 scalar returned are those of :func:`triplet_loss` with ``mining="semi-hard"``.
 
     Examples:
 
@@ -301,17 +293,9 @@ def triplet_hard_loss(y_true, y_pred, margin=1.0, soft=False, distance_metric="L
     ``L = mean_a max(max_p d(a, p) - min_n d(a, n) + margin, 0)``; with ``soft=True``
     ``mean_a log(1 + exp(max_p d(a, p) - min_n d(a, n)))``.
 
-    Args:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``.
-        margin: The margin in ``[0, 1e38]``, a number or a scalar tensor (unused when
-            ``soft``). Defaults to 1.0.
-        soft: Soft-margin variant. Defaults to ``False``.
-        distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
-            ``"L2"``.
-
-    Returns:
-        A float32 scalar.
+    The arguments (``margin`` defaults to 1.0 and is unused when ``soft``, ``soft`` to
+    ``False``, ``distance_metric`` to ``"L2"``) and the float32 scalar returned are those of
+    :func:`triplet_loss` with ``mining="hard"``.
 
     Examples:
 
@@ -340,14 +324,24 @@ def _deserialize_metric(distance_metric):
     return distance_metric
 
 
+def _mining_config(obj):
+    """The mining settings of a triplet loss or metric, as they go in its config."""
+    return {
+        "margin": float_config(obj.margin),
+        "mining": obj.mining,
+        "distance_metric": _serialize_metric(obj.distance_metric),
+        "soft": obj.soft,
+    }
+
+
 @keras.saving.register_keras_serializable(package="keras_margins")
 class TripletLoss(BatchLoss):
     """Triplet loss with online mining: semi-hard, batch-hard or batch-all.
 
     See :func:`triplet_loss` for the formulas. The loss of a batch is a scalar computed from all
     its pairs: the object returns it **whatever the reduction** (as tensorflow-addons, see
-    ``keras_margins.losses._batch``), and ``sample_weight`` only rescales it by the mean weight. Monitor the fraction of active triplets
-    with :class:`ActiveTripletFraction` (``loss.active_fraction_metric()`` builds one with the
+    ``keras_margins.losses._batch``), and ``sample_weight`` only rescales it by the mean weight.
+    Monitor the fraction of active triplets with :class:`ActiveTripletFraction` (``loss.active_fraction_metric()`` builds one with the
     same settings).
 
     Args:
@@ -415,16 +409,7 @@ class TripletLoss(BatchLoss):
         )
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "margin": float_config(self.margin),
-                "mining": self.mining,
-                "distance_metric": _serialize_metric(self.distance_metric),
-                "soft": self.soft,
-            }
-        )
-        return config
+        return {**super().get_config(), **_mining_config(self)}
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -436,22 +421,10 @@ class TripletSemiHardLoss(TripletLoss):
     arguments, defaults and values as tensorflow-addons 0.23 (non-squared L2, margin 1.0, where
     FaceNet used squared distances and a margin of 0.2); only the import changes.
 
-    Args:
-        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
-            (see :func:`triplet_loss`). Defaults to 1.0.
-        distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
-            ``"L2"``.
-        name: Name of the loss. Defaults to ``"triplet_semihard_loss"``.
-        **kwargs: ``reduction`` (the value is the batch loss whatever the reduction; the
-            default ``"sum_over_batch_size"`` lets Keras scale it under ``tf.distribute``) and
-            ``dtype`` of ``keras.losses.Loss``.
-
-    Call arguments:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``, usually L2-normalized.
-
-    Returns:
-        A float32 scalar.
+    :class:`TripletLoss` with ``mining="semi-hard"``: the arguments ``margin`` (defaults to
+    1.0), ``distance_metric`` (defaults to ``"L2"``) and ``**kwargs``, the call (labels,
+    usually L2-normalized embeddings) and the float32 scalar it returns are those of
+    :class:`TripletLoss`; ``name`` defaults to ``"triplet_semihard_loss"``.
 
     Examples:
 
@@ -482,23 +455,10 @@ class TripletHardLoss(TripletLoss):
     ``L = mean_a max(max_p d(a, p) - min_n d(a, n) + margin, 0)``, or with ``soft=True``
     ``mean_a log(1 + exp(max_p d(a, p) - min_n d(a, n)))``.
 
-    Args:
-        margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
-            (see :func:`triplet_loss`). Defaults to 1.0.
-        soft: Soft-margin variant. Defaults to ``False``.
-        distance_metric: ``"L2"``, ``"squared-L2"``, ``"angular"`` or a callable. Defaults to
-            ``"L2"``.
-        name: Name of the loss. Defaults to ``"triplet_hard_loss"``.
-        **kwargs: ``reduction`` (the value is the batch loss whatever the reduction; the
-            default ``"sum_over_batch_size"`` lets Keras scale it under ``tf.distribute``) and
-            ``dtype`` of ``keras.losses.Loss``.
-
-    Call arguments:
-        y_true: Integer labels ``(B,)`` or ``(B, 1)``.
-        y_pred: Embeddings ``(B, D)``.
-
-    Returns:
-        A float32 scalar.
+    :class:`TripletLoss` with ``mining="hard"``: the arguments ``margin`` (defaults to 1.0),
+    ``soft`` (defaults to ``False``), ``distance_metric`` (defaults to ``"L2"``) and
+    ``**kwargs``, the call and the float32 scalar it returns are those of :class:`TripletLoss`;
+    ``name`` defaults to ``"triplet_hard_loss"``.
 
     Examples:
 
@@ -587,13 +547,4 @@ class ActiveTripletFraction(keras.metrics.Mean):
         return super().update_state(fraction)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "margin": float_config(self.margin),
-                "mining": self.mining,
-                "distance_metric": _serialize_metric(self.distance_metric),
-                "soft": self.soft,
-            }
-        )
-        return config
+        return {**super().get_config(), **_mining_config(self)}

@@ -7,8 +7,7 @@ from keras_margins._validation import (
     FLOAT32_MAX,
     check_float,
     check_float32_bound,
-    check_label_dtype,
-    normalize_class_labels,
+    class_ids,
 )
 
 # float32 relative rounding allowance when turning keep_ratio * B into a count (so that
@@ -18,19 +17,6 @@ _RATIO_TOL = 1e-6
 # Floor of (1 - p) in the focal factor: keeps (1 - p)^gamma and its gradient finite at p = 1
 # for 0 <= gamma < 1 (1e-30^(gamma - 1) <= 1e30 fits float32).
 _FOCAL_FLOOR = 1e-30
-
-
-def _sparse_labels(y_true, num_classes):
-    """int32 ``(B,)`` class ids, ``-1`` for a label that is not one (the heads' label rule)."""
-    y_true = ops.convert_to_tensor(check_label_dtype(y_true, "y_true"))
-    if len(y_true.shape) == 2 and y_true.shape[-1] == 1:
-        y_true = ops.reshape(y_true, (-1,))
-    elif len(y_true.shape) != 1:
-        raise ValueError(
-            "`y_true` must be sparse integer labels of shape (batch_size,) or (batch_size, 1). "
-            f"Received: y_true.shape={tuple(y_true.shape)}"
-        )
-    return normalize_class_labels(y_true, num_classes, "y_true")
 
 
 def _log_prob_target(y_true, y_pred):
@@ -45,7 +31,7 @@ def _log_prob_target(y_true, y_pred):
             "`y_pred` must be logits of shape (batch_size, num_classes) with a known "
             f"num_classes. Received: y_pred.shape={tuple(logits.shape)}"
         )
-    labels = _sparse_labels(y_true, int(logits.shape[-1]))
+    labels = class_ids(y_true, int(logits.shape[-1]), "y_true")
     n, batch = labels.shape[0], logits.shape[0]
     if n is not None and batch is not None and n != batch:
         raise ValueError(
@@ -127,8 +113,19 @@ def focal_softmax_loss(y_true, y_pred, gamma=2.0):
     return ops.where(ops.isnan(log_p), log_p, -ops.power(one_minus_p, gamma) * log_p)
 
 
+class _LogitsLoss(keras.losses.Loss):
+    """A per-sample loss on a head's logits that keeps the ``dtype`` it was given in its config."""
+
+    def __init__(self, reduction, name, dtype):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self._dtype_arg = dtype
+
+    def get_config(self):
+        return {**super().get_config(), "dtype": self._dtype_arg}
+
+
 @keras.saving.register_keras_serializable(package="keras_margins")
-class HardMiningSoftmaxLoss(keras.losses.Loss):
+class HardMiningSoftmaxLoss(_LogitsLoss):
     """HM-Softmax: softmax cross-entropy on the hardest fraction of the mini-batch only.
 
         ce_i = -log softmax(z_i)[y_i],  k = max(1, ceil(keep_ratio * B))
@@ -139,6 +136,9 @@ class HardMiningSoftmaxLoss(keras.losses.Loss):
     ``sample_weight``, weights multiply these per-sample values). Takes the logits of any head
     (``from_logits`` only), so hard mining combines with any margin, as in the SV-Softmax paper.
 
+    Called as ``loss(y_true, y_pred)`` on integer class ids ``(B,)`` or ``(B, 1)`` and a head's
+    logits ``(B, C)``; returns the reduced loss (a scalar by default).
+
     Args:
         keep_ratio: Fraction of the batch kept, in (0, 1]; 1 is the plain softmax loss.
             Defaults to 0.5.
@@ -146,18 +146,11 @@ class HardMiningSoftmaxLoss(keras.losses.Loss):
         name: Loss name. Defaults to ``"hard_mining_softmax_loss"``.
         dtype: Loss dtype. Defaults to ``None`` (float32).
 
-    Call arguments:
-        y_true: Integer class ids, ``(B,)`` or ``(B, 1)``.
-        y_pred: Logits ``(B, C)``.
-
-    Returns:
-        The reduced loss (a scalar by default).
 
     Examples:
 
         >>> import numpy as np, keras_margins as km
-        >>> from keras_margins.losses.mining import HardMiningSoftmaxLoss
-        >>> loss = HardMiningSoftmaxLoss(keep_ratio=0.5)
+        >>> loss = km.HardMiningSoftmaxLoss(keep_ratio=0.5)
         >>> logits = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, 0.0]], "float32")
         >>> float(loss(np.array([0, 0, 0, 0]), logits)) > 0
         True
@@ -176,19 +169,16 @@ class HardMiningSoftmaxLoss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.keep_ratio = check_float("keep_ratio", keep_ratio, low=0.0, high=1.0, low_open=True)
-        self._dtype_arg = dtype
 
     def call(self, y_true, y_pred):
         return hard_mining_softmax_loss(y_true, y_pred, keep_ratio=self.keep_ratio)
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"keep_ratio": self.keep_ratio, "dtype": self._dtype_arg})
-        return config
+        return {**super().get_config(), "keep_ratio": self.keep_ratio}
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class FocalSoftmaxLoss(keras.losses.Loss):
+class FocalSoftmaxLoss(_LogitsLoss):
     """F-Softmax: focal cross-entropy on a head's logits, ``-(1 - p_y)^gamma * log(p_y)``.
 
     The same quantity as ``keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=gamma,
@@ -197,6 +187,8 @@ class FocalSoftmaxLoss(keras.losses.Loss):
     16 and zeroes its gradient for samples with ``p_y < 1e-7`` — exactly the mis-classified
     samples that scaled margin heads (``s = 30 .. 64``) produce early in training.
 
+    Called like :class:`HardMiningSoftmaxLoss` (labels, logits; the reduced loss).
+
     Args:
         gamma: The focusing parameter, >= 0 (0 = cross-entropy). Defaults to 2.0 (the focal
             loss paper).
@@ -204,19 +196,12 @@ class FocalSoftmaxLoss(keras.losses.Loss):
         name: Loss name. Defaults to ``"focal_softmax_loss"``.
         dtype: Loss dtype. Defaults to ``None`` (float32).
 
-    Call arguments:
-        y_true: Integer class ids, ``(B,)`` or ``(B, 1)``.
-        y_pred: Logits ``(B, C)``.
-
-    Returns:
-        The reduced loss (a scalar by default).
 
     Examples:
 
-        >>> import numpy as np
-        >>> from keras_margins.losses.mining import FocalSoftmaxLoss
+        >>> import numpy as np, keras_margins as km
         >>> logits = np.array([[3.0, 0.0, 0.0]], "float32")
-        >>> float(FocalSoftmaxLoss(gamma=2.0)(np.array([0]), logits)) < 0.01
+        >>> float(km.FocalSoftmaxLoss(gamma=2.0)(np.array([0]), logits)) < 0.01
         True
 
     Reference:
@@ -233,12 +218,9 @@ class FocalSoftmaxLoss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gamma = _check_gamma(gamma)
-        self._dtype_arg = dtype
 
     def call(self, y_true, y_pred):
         return focal_softmax_loss(y_true, y_pred, gamma=self.gamma)
 
     def get_config(self):
-        config = super().get_config()
-        config.update({"gamma": self.gamma, "dtype": self._dtype_arg})
-        return config
+        return {**super().get_config(), "gamma": self.gamma}

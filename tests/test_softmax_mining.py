@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_margins as km
-from keras_margins.losses.mining import (
+from keras_margins.losses.softmax_mining import (
     FocalSoftmaxLoss,
     HardMiningSoftmaxLoss,
     focal_softmax_loss,
