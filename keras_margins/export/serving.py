@@ -5,7 +5,6 @@ import keras
 from keras_margins._validation import check_flag, check_int
 from keras_margins.export.embedding_model import embedding_model, float32_copy
 from keras_margins.export.graph import locate
-from keras_margins.partial_fc import PartialFC
 
 
 def require_tensorflow(what):
@@ -77,12 +76,9 @@ def serving_functions(model, normalize, head, top_k, float32=False):
         @tf.function(input_signature=specs)
         def classify(*images):
             emb = _run(images)
-            # MarginHead.cosine: float32 cosines, max over each class's sub-centres; a
-            # PartialFC layer holds the centres one per row for its wrapped head.
-            if isinstance(head, PartialFC):
-                cos = head.head.cosine(emb, kernel=head.kernel, kernel_transposed=True)
-            else:
-                cos = head.cosine(emb)
+            # MarginHead.cosine and PartialFC.cosine: float32 cosines against every class,
+            # max over each class's sub-centres.
+            cos = head.cosine(emb)
             cos = tf.cast(cos, tf.float32)
             values, ids = tf.math.top_k(cos, k=k, sorted=True)
             return {"class_ids": tf.cast(ids, tf.int32), "cosines": values}
