@@ -64,7 +64,6 @@ def head_classes():
 
 def make_tf_steps(batch, dim, num_classes, xla, seed=0, with_torch=True):
     """Build {name: zero-argument callable running one step} for all contenders."""
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -211,7 +210,7 @@ def run_alternating(steps, rounds, warmup=2):
             call(steps[name])
     times = {name: [] for name in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             t0 = time.perf_counter()
             call(steps[name])
@@ -265,6 +264,7 @@ def make_breakdown_steps(batch, dim, num_classes, xla, seed=0):
     head = km.CosFace(num_classes, scale=64.0, margin=0.35)
     head.build((None, dim))
     head.kernel.assign(w)
+
     def make(fn, var):
         @tf.function(jit_compile=xla)
         def step():
@@ -298,8 +298,11 @@ def make_breakdown_steps(batch, dim, num_classes, xla, seed=0):
 
     for name, attr, replacement in [
         ("ablation: head without column norms", "_column_inverse_norms", no_norms),
-        ("ablation: head without the projection - W * r", "_normalized_matmul_backward",
-         no_projection),
+        (
+            "ablation: head without the projection - W * r",
+            "_normalized_matmul_backward",
+            no_projection,
+        ),
     ]:
         ablated = km.CosFace(num_classes, scale=64.0, margin=0.35)
         ablated.build((None, dim))
@@ -549,11 +552,15 @@ def main():
         shapes = [(256, 512, 10_000), (256, 512, 100_000)]
         rounds = args.rounds or 5
         memory_cs, memory_shape = [100_000, 1_000_000], (256, 512)
-        pfc_shape, pfc_repeats, pfc_optimizers = (256, 512, 1_000_000), 3, [
-            "sgd",
-            "sgd_momentum",
-            "adam",
-        ]
+        pfc_shape, pfc_repeats, pfc_optimizers = (
+            (256, 512, 1_000_000),
+            3,
+            [
+                "sgd",
+                "sgd_momentum",
+                "adam",
+            ],
+        )
 
     results = {
         "machine": {
@@ -660,7 +667,7 @@ def main():
         table = fmt_table(
             ["contender", "C", "peak RSS MiB", "step peak - before step MiB", "step s"], rows
         )
-        print("\n== peak memory of one training step (SGD), B=%d D=%d" % (batch, dim))
+        print(f"\n== peak memory of one training step (SGD), B={batch} D={dim}")
         print(table, flush=True)
         md += ["", f"## Peak memory of one training step (SGD), B={batch}, D={dim}", "", table]
         save(results, md, args.quick)
@@ -687,9 +694,7 @@ def main():
             if "error" in res:
                 rows.append([label, "error", "", "", "", str(res["error"])[:60]])
                 continue
-            speedup = (
-                f"{full['median_s'] / res['median_s']:.1f}x" if "median_s" in full else "n/a"
-            )
+            speedup = f"{full['median_s'] / res['median_s']:.1f}x" if "median_s" in full else "n/a"
             rows.append(
                 [
                     label,

@@ -102,8 +102,16 @@ def worker(args):
     tracemalloc.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     np.save(args.indices, np.asarray(idx, dtype=np.int64))
-    print(json.dumps({"seconds": seconds, "peak_rss": peak, "rss_before": rss_before,
-                      "traced_peak": traced_peak}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss": peak,
+                "rss_before": rss_before,
+                "traced_peak": traced_peak,
+            }
+        )
+    )
 
 
 def available_bytes():
@@ -127,9 +135,24 @@ def faiss_available():
 
 def run_contender(name, nq, ng, d, k, repeats, tmpdir):
     path = os.path.join(tmpdir, f"{name}.npy")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--nq", str(nq),
-           "--ng", str(ng), "--d", str(d), "--k", str(k), "--indices", path,
-           "--repeats", str(repeats)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        name,
+        "--nq",
+        str(nq),
+        "--ng",
+        str(ng),
+        "--d",
+        str(d),
+        "--k",
+        str(k),
+        "--indices",
+        path,
+        "--repeats",
+        str(repeats),
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -149,8 +172,12 @@ def main():
     parser.add_argument("--ng", type=int, default=100_000)
     parser.add_argument("--d", type=int, default=512)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed runs per contender, the best is kept (1; 3 with --quick)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs per contender, the best is kept (1; 3 with --quick)",
+    )
     parser.add_argument("--indices", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -182,8 +209,7 @@ def main():
                         f"argpartition output), over half of the {gib(avail):.1f} GiB available"
                     )
                 else:
-                    result, path = run_contender(name, nq, ng, args.d, args.k, args.repeats,
-                                                 tmpdir)
+                    result, path = run_contender(name, nq, ng, args.d, args.k, args.repeats, tmpdir)
                     row.update(result)
                     if path is not None:
                         idx = np.load(path)
@@ -194,21 +220,28 @@ def main():
                 print(json.dumps(row), flush=True)
 
     setup = {
-        "dim": args.d, "k": args.k, "dtype": "float32", "metric": "cosine",
+        "dim": args.d,
+        "k": args.k,
+        "dtype": "float32",
+        "metric": "cosine",
         "repeats (best kept)": args.repeats,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
-                   f"{gib(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')):.0f} GiB RAM",
-        "python": platform.python_version(), "numpy": np.__version__,
+        f"{gib(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')):.0f} GiB RAM",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
     }
-    header = ("| queries x gallery | contender | search time (s) | peak RSS (GiB) | "
-              "RSS before search (GiB) | traced peak during search (GiB) | "
-              "same top-k as blocked |")
+    header = (
+        "| queries x gallery | contender | search time (s) | peak RSS (GiB) | "
+        "RSS before search (GiB) | traced peak during search (GiB) | "
+        "same top-k as blocked |"
+    )
     lines = [header, "|---|---|---|---|---|---|---|"]
     for r in rows:
         size = f"{r['queries']:,} x {r['gallery']:,}"
         if "skipped" in r or "error" in r:
-            lines.append(f"| {size} | {r['contender']} | {r.get('skipped') or r.get('error')} "
-                         "| | | | |")
+            lines.append(
+                f"| {size} | {r['contender']} | {r.get('skipped') or r.get('error')} | | | | |"
+            )
             continue
         lines.append(
             f"| {size} | {r['contender']} | {r['seconds']:.2f} | {gib(r['peak_rss']):.2f} | "

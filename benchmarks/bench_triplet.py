@@ -81,11 +81,15 @@ def run_one(method, batch, repeats):
         _ = grad.numpy()
         if i:
             times.append(time.perf_counter() - t0)
-    print(json.dumps({
-        "loss": float(loss),
-        "time_s": float(np.median(times)),
-        "peak_extra_bytes": max(_max_rss_bytes() - baseline, 0),
-    }))
+    print(
+        json.dumps(
+            {
+                "loss": float(loss),
+                "time_s": float(np.median(times)),
+                "peak_extra_bytes": max(_max_rss_bytes() - baseline, 0),
+            }
+        )
+    )
 
 
 def run_child(method, batch, repeats, max_gb):
@@ -94,7 +98,7 @@ def run_child(method, batch, repeats, max_gb):
         return {
             "status": "not run",
             "reason": f"one float32 B^3 temporary needs {element_bytes / 2**30:.1f} GiB "
-                      f"> {max_gb} GiB budget (and the formulation holds several at once)",
+            f"> {max_gb} GiB budget (and the formulation holds several at once)",
         }
     cmd = [sys.executable, os.path.abspath(__file__), "--child", method, str(batch), str(repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -152,15 +156,19 @@ def main():
 def _row_text(r):
     if r["status"] != "ok":
         return f"B={r['batch']:5d} {r['method']:22s} {r['status']}: {r['reason']}"
-    return (f"B={r['batch']:5d} {r['method']:22s} time {r['time_s']:.4f} s   "
-            f"peak +{r['peak_extra_bytes'] / 2**20:.0f} MiB   loss {r['loss']:.6f}")
+    return (
+        f"B={r['batch']:5d} {r['method']:22s} time {r['time_s']:.4f} s   "
+        f"peak +{r['peak_extra_bytes'] / 2**20:.0f} MiB   loss {r['loss']:.6f}"
+    )
 
 
 def _row_md(r):
     if r["status"] != "ok":
         return f"| {r['batch']} | {r['method']} | - | - | - | {r['status']}: {r['reason']} |"
-    return (f"| {r['batch']} | {r['method']} | {r['time_s']:.4f} | "
-            f"{r['peak_extra_bytes'] / 2**20:.0f} | {r['loss']:.6f} | |")
+    return (
+        f"| {r['batch']} | {r['method']} | {r['time_s']:.4f} | "
+        f"{r['peak_extra_bytes'] / 2**20:.0f} | {r['loss']:.6f} | |"
+    )
 
 
 if __name__ == "__main__":

@@ -90,8 +90,11 @@ def main():
             f"(per seed {', '.join(f'{a:.3f}' for a in acc)}), "
             f"train acc {np.mean([r['train_accuracy'] for r in results[name]]):.4f}, "
             f"final loss {np.mean([r['final_loss'] for r in results[name]]):.3f}"
-            + (f", final lambda {results[name][0]['final_lambda']:.2f}"
-               if "final_lambda" in results[name][0] else "")
+            + (
+                f", final lambda {results[name][0]['final_lambda']:.2f}"
+                if "final_lambda" in results[name][0]
+                else ""
+            )
             + f"  [{time.time() - start:.0f}s]",
             flush=True,
         )

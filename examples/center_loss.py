@@ -31,9 +31,9 @@ import quiet  # noqa: E402,F401 -- before TensorFlow: no start-up banners
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from common import build_backbone, evaluate_open_set, load_small_fashion_open_set  # noqa: E402
 
 import keras_margins as km  # noqa: E402
-from common import build_backbone, evaluate_open_set, load_small_fashion_open_set  # noqa: E402
 
 
 def load_data(smoke, seed):
@@ -51,12 +51,15 @@ def train(x, y, num_classes, epochs, seed, center=None):
     features = backbone(images)
     if center is not None:
         # The layer needs the labels, hence the two-input model; it returns features unchanged.
-        features = km.CenterLoss(num_classes, alpha=center["alpha"], weight=center["weight"],
-                                 name="center_loss")([features, labels])
+        features = km.CenterLoss(
+            num_classes, alpha=center["alpha"], weight=center["weight"], name="center_loss"
+        )([features, labels])
     logits = keras.layers.Dense(num_classes)(features)
     model = keras.Model([images, labels], logits)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     model.fit([x, y], y, batch_size=128, epochs=epochs, verbose=2)
     return keras.Model(images, keras.layers.UnitNormalization(dtype="float32")(backbone(images)))
 
@@ -77,13 +80,16 @@ def main(argv=None):
     num_pairs = 1000 if args.smoke else 6000
 
     results = {}
-    runs = {"softmax": None, f"softmax + center (lambda={args.weight:g})":
-            {"weight": args.weight, "alpha": args.alpha}}
+    runs = {
+        "softmax": None,
+        f"softmax + center (lambda={args.weight:g})": {"weight": args.weight, "alpha": args.alpha},
+    }
     for name, center in runs.items():
         print(f"\n== {name}")
         embed = train(x_train, y_train, num_classes, args.epochs, args.seed, center)
-        metrics, _, _ = evaluate_open_set(embed, x_test, y_test, num_pairs=num_pairs,
-                                          seed=args.seed)
+        metrics, _, _ = evaluate_open_set(
+            embed, x_test, y_test, num_pairs=num_pairs, seed=args.seed
+        )
         # Intra-class compactness on the training classes: mean cosine to the class mean.
         emb = embed.predict(x_train[:3000], batch_size=512, verbose=0)
         lab = y_train[:3000]
@@ -93,18 +99,24 @@ def main(argv=None):
         results[name] = metrics
 
     print("\nOpen-set verification on the held-out classes")
-    print("| model | accuracy (10-fold) | AUC | EER | TAR@FAR=1e-2 | rank-1 | "
-          "train intra-class cos |")
+    print(
+        "| model | accuracy (10-fold) | AUC | EER | TAR@FAR=1e-2 | rank-1 | train intra-class cos |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, m in results.items():
-        print(f"| {name} | {m['accuracy']:.4f} ± {m['accuracy_std']:.4f} | {m['auc']:.4f} | "
-              f"{m['eer']:.4f} | {m.get('tar@far=1e-02', float('nan')):.4f} | "
-              f"{m['rank1']:.4f} | {m['train_intra_cosine']:.4f} |")
+        print(
+            f"| {name} | {m['accuracy']:.4f} ± {m['accuracy_std']:.4f} | {m['auc']:.4f} | "
+            f"{m['eer']:.4f} | {m.get('tar@far=1e-02', float('nan')):.4f} | "
+            f"{m['rank1']:.4f} | {m['train_intra_cosine']:.4f} |"
+        )
 
     path = os.path.join(args.output, "center_loss.json")
     with open(path, "w") as f:
-        json.dump({"epochs": args.epochs, "weight": args.weight, "alpha": args.alpha,
-                   "results": results}, f, indent=2)
+        json.dump(
+            {"epochs": args.epochs, "weight": args.weight, "alpha": args.alpha, "results": results},
+            f,
+            indent=2,
+        )
     print(f"results written to {path}")
     return results
 

@@ -134,7 +134,9 @@ def train_method(
         sampler = km.PKSampler(y_train, p=p, k=max(2, batch_size // p), seed=seed)
         # Each epoch iterates the dataset again and draws new P x K batches.
         history = embed_model.fit(
-            sampler.dataset(x_train, y_train, num_batches=steps), epochs=epochs, verbose=verbose,
+            sampler.dataset(x_train, y_train, num_batches=steps),
+            epochs=epochs,
+            verbose=verbose,
             shuffle=False,  # the sampler draws the batches; Keras would warn it ignores shuffle
         )
     extras["history"] = history.history
@@ -166,14 +168,18 @@ def load_fashion_open_set(train_samples, test_samples, seed=0, split_seed=1, all
 
 def warn_fallback(reasons, allow_download=True):
     """Say loudly, on stdout and stderr, that Fashion-MNIST was not found and why."""
-    lines = ["Fashion-MNIST is NOT available: this run uses scikit-learn's 8x8 digits instead, "
-             "so its numbers are not Fashion-MNIST's."]
+    lines = [
+        "Fashion-MNIST is NOT available: this run uses scikit-learn's 8x8 digits instead, "
+        "so its numbers are not Fashion-MNIST's."
+    ]
     if not allow_download:
         lines.append("  keras: not tried (no download in this mode)")
     for source, reason in reasons.items():
         lines.append(f"  {source}: {reason}")
-    lines.append("  To get it: run once with internet access (Keras downloads it to "
-                 "~/.keras/datasets), or `sudo apt-get install -y dataset-fashion-mnist`.")
+    lines.append(
+        "  To get it: run once with internet access (Keras downloads it to "
+        "~/.keras/datasets), or `sudo apt-get install -y dataset-fashion-mnist`."
+    )
     banner = "\n".join(["!" * 78, *("!! " + line for line in lines), "!" * 78])
     print(banner, flush=True)
     print(banner, file=sys.stderr, flush=True)
@@ -190,8 +196,10 @@ def load_small_fashion_open_set(smoke, seed, training="training on"):
         1500 if smoke else 21000, 600 if smoke else 6000, seed=seed, allow_download=not smoke
     )
     names = ", ".join(split.test_names) if len(split.test_names) else "3 classes"
-    print(f"data source: {source}; {training} {split.num_train_classes} training classes "
-          f"({len(x_train)} images); verifying on held-out {names} ({len(x_test)} images)")
+    print(
+        f"data source: {source}; {training} {split.num_train_classes} training classes "
+        f"({len(x_train)} images); verifying on held-out {names} ({len(x_test)} images)"
+    )
     return split.num_train_classes, x_train, y_train, x_test, y_test
 
 

@@ -25,8 +25,6 @@ import quiet  # noqa: E402,F401 -- before TensorFlow: no start-up banners
 # isort: split
 
 import numpy as np  # noqa: E402
-
-import keras_margins as km  # noqa: E402
 from common import (  # noqa: E402
     DESCRIPTIONS,
     METHODS,
@@ -35,6 +33,8 @@ from common import (  # noqa: E402
     train_method,
 )
 
+import keras_margins as km  # noqa: E402
+
 COLUMNS = ["accuracy", "tar@far=1e-02", "tar@far=1e-03", "rank1"]
 
 
@@ -42,8 +42,9 @@ def load(dataset, seed, smoke):
     if dataset == "glyphs":
         if smoke:
             chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-            split = km.datasets.load_glyphs(characters=chars, samples_per_font=1, seed=seed,
-                                            test_fraction=0.3)
+            split = km.datasets.load_glyphs(
+                characters=chars, samples_per_font=1, seed=seed, test_fraction=0.3
+            )
         else:
             split = km.datasets.load_glyphs(seed=seed)
         source = f"glyphs, {len(split.info['fonts'])} fonts ({split.info['font_set']})"
@@ -51,14 +52,26 @@ def load(dataset, seed, smoke):
         rng = np.random.default_rng(seed)
         keep = rng.permutation(len(y_train))[: 1500 if smoke else 21000]
         test_keep = rng.permutation(len(y_test))[: 600 if smoke else 6000]
-        return (source, x_train[keep], y_train[keep], x_test[test_keep], y_test[test_keep],
-                split.num_train_classes)
+        return (
+            source,
+            x_train[keep],
+            y_train[keep],
+            x_test[test_keep],
+            y_test[test_keep],
+            split.num_train_classes,
+        )
     # Fashion-MNIST, held out: Coat, Sneaker, Bag.
     split, data_source, (x_train, y_train), (x_test, y_test) = load_fashion_open_set(
         1500 if smoke else 21000, 600 if smoke else 6000, seed=seed
     )
-    return (f"fashion-mnist ({data_source})", x_train, y_train, x_test, y_test,
-            split.num_train_classes)
+    return (
+        f"fashion-mnist ({data_source})",
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        split.num_train_classes,
+    )
 
 
 def fmt(values):
@@ -90,8 +103,11 @@ def main(argv=None):
     started = time.perf_counter()
     for seed in args.seeds:
         source, x_train, y_train, x_test, y_test, num_classes = load(args.dataset, seed, args.smoke)
-        print(f"[seed {seed}] {source}: {num_classes} training identities ({len(x_train)} images),"
-              f" {len(np.unique(y_test))} held-out identities ({len(x_test)} images)", flush=True)
+        print(
+            f"[seed {seed}] {source}: {num_classes} training identities ({len(x_train)} images),"
+            f" {len(np.unique(y_test))} held-out identities ({len(x_test)} images)",
+            flush=True,
+        )
         for method in args.methods:
             embed_model, extras = train_method(
                 method, x_train, y_train, num_classes, epochs=args.epochs, seed=seed, verbose=0
@@ -102,9 +118,12 @@ def main(argv=None):
             metrics["train_seconds"] = extras["train_seconds"]
             metrics["final_loss"] = float(extras["history"]["loss"][-1])
             runs[method].append(metrics)
-            print(f"  {method:<18} acc {metrics['accuracy']:.4f}  "
-                  f"TAR@1e-2 {metrics.get('tar@far=1e-02', float('nan')):.4f}  "
-                  f"rank-1 {metrics['rank1']:.4f}  ({metrics['train_seconds']:.0f} s)", flush=True)
+            print(
+                f"  {method:<18} acc {metrics['accuracy']:.4f}  "
+                f"TAR@1e-2 {metrics.get('tar@far=1e-02', float('nan')):.4f}  "
+                f"rank-1 {metrics['rank1']:.4f}  ({metrics['train_seconds']:.0f} s)",
+                flush=True,
+            )
 
     lines = [
         f"Data: {source}; seeds {args.seeds}; {args.epochs} epochs; batch 128; Adam 3e-3; "
@@ -125,8 +144,11 @@ def main(argv=None):
     with open(stem + ".md", "w") as f:
         f.write(table + "\n")
     with open(stem + ".json", "w") as f:
-        json.dump({"dataset": source, "seeds": args.seeds, "epochs": args.epochs, "runs": runs},
-                  f, indent=2)
+        json.dump(
+            {"dataset": source, "seeds": args.seeds, "epochs": args.epochs, "runs": runs},
+            f,
+            indent=2,
+        )
     return runs
 
 

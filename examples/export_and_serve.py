@@ -98,8 +98,10 @@ def main(argv=None):
     )
     epochs = 3 if args.smoke else 30
     history = train_model.fit([x_train, y_train], y_train, batch_size=64, epochs=epochs, verbose=0)
-    print(f"trained {epochs} epochs: loss {history.history['loss'][0]:.3f} -> "
-          f"{history.history['loss'][-1]:.3f}")
+    print(
+        f"trained {epochs} epochs: loss {history.history['loss'][0]:.3f} -> "
+        f"{history.history['loss'][-1]:.3f}"
+    )
 
     output = args.output or tempfile.mkdtemp(prefix="keras_margins_export_")
     os.makedirs(output, exist_ok=True)
@@ -120,8 +122,17 @@ def main(argv=None):
     site_dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     subprocess.run(
-        [sys.executable, "-I", "-S", "-c", SERVE, json.dumps(site_dirs), saved, x_path,
-         os.path.dirname(os.path.abspath(__file__))],
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            SERVE,
+            json.dumps(site_dirs),
+            saved,
+            x_path,
+            os.path.dirname(os.path.abspath(__file__)),
+        ],
         cwd=output,
         env=env,
         check=True,

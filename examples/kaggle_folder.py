@@ -83,8 +83,9 @@ def _write_split(folder, prefix, images, labels, names, with_labels):
         posting_id = f"{prefix}_{i}"
         file_name = f"{posting_id}.png"
         pixels = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype("uint8")
-        keras.utils.save_img(os.path.join(folder, f"{prefix}_images", file_name), pixels,
-                             scale=False)
+        keras.utils.save_img(
+            os.path.join(folder, f"{prefix}_images", file_name), pixels, scale=False
+        )
         label_group = ord(names[label])  # an integer id per product, like Shopee's
         rows.append((posting_id, file_name, label_group))
     header = ["posting_id", "image", "label_group"] if with_labels else ["posting_id", "image"]
@@ -110,8 +111,9 @@ def _per_class(labels, limit, rng):
 def build_dataset(folder, smoke, seed):
     """Render glyphs and write train/test image folders and CSV files under ``folder``."""
     if smoke:
-        split = km.datasets.load_glyphs(characters=SMOKE_CHARACTERS, image_size=32,
-                                        samples_per_font=1, seed=seed)
+        split = km.datasets.load_glyphs(
+            characters=SMOKE_CHARACTERS, image_size=32, samples_per_font=1, seed=seed
+        )
         limit = 16
     else:
         split = km.datasets.load_glyphs(image_size=64, samples_per_font=2, seed=seed)
@@ -119,10 +121,17 @@ def build_dataset(folder, smoke, seed):
     rng = np.random.default_rng(seed)
     train = _per_class(split.y_train, limit, rng)
     test = _per_class(split.y_test, limit, rng)
-    _write_split(folder, "train", split.x_train[train], split.y_train[train],
-                 split.train_names, with_labels=True)
-    _write_split(folder, "test", split.x_test[test], split.y_test[test], split.test_names,
-                 with_labels=False)
+    _write_split(
+        folder,
+        "train",
+        split.x_train[train],
+        split.y_train[train],
+        split.train_names,
+        with_labels=True,
+    )
+    _write_split(
+        folder, "test", split.x_test[test], split.y_test[test], split.test_names, with_labels=False
+    )
     return f"{len(split.info['fonts'])} fonts, {len(train)} train and {len(test)} test images"
 
 
@@ -175,7 +184,9 @@ def build_backbone(image_size, embedding_dim, imagenet):
     inputs = keras.Input((image_size, image_size, 3), name="images")  # raw pixels, 0..255
     # MobileNetV3Small rescales the pixels itself (include_preprocessing=True).
     base = keras.applications.MobileNetV3Small(
-        input_shape=(image_size, image_size, 3), include_top=False, minimalistic=True,
+        input_shape=(image_size, image_size, 3),
+        include_top=False,
+        minimalistic=True,
         weights="imagenet" if imagenet else None,
     )
     if not imagenet:
@@ -220,12 +231,21 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--embedding-dim", type=int, default=64)
-    parser.add_argument("--imagenet", action="store_true",
-                        help="ImageNet weights for the backbone (needs the network once)")
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="mixed_float16 (fast on GPUs; slower on CPUs)")
-    parser.add_argument("--jit-compile", action="store_true",
-                        help="XLA (helps on GPUs; several times slower on CPU here)")
+    parser.add_argument(
+        "--imagenet",
+        action="store_true",
+        help="ImageNet weights for the backbone (needs the network once)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="mixed_float16 (fast on GPUs; slower on CPUs)",
+    )
+    parser.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="XLA (helps on GPUs; several times slower on CPU here)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     epochs = args.epochs or (6 if args.smoke else 8)
@@ -254,8 +274,9 @@ def main(argv=None):
     train_groups = np.unique(groups[is_train])
     class_index = {g: i for i, g in enumerate(train_groups.tolist())}
     y_train = np.array([class_index[g] for g in groups[is_train]])
-    train_ds = image_dataset(data, files[is_train], y_train, image_size, args.batch_size,
-                             shuffle=True, seed=args.seed)
+    train_ds = image_dataset(
+        data, files[is_train], y_train, image_size, args.batch_size, shuffle=True, seed=args.seed
+    )
     train_ds = train_ds.map(lambda x, y: ((x, y), y))  # labels are the head's second input
     val_ds = image_dataset(data, files[is_val], groups[is_val], image_size, args.batch_size)
 
@@ -270,7 +291,8 @@ def main(argv=None):
     train_model, embed_model = km.build_models(backbone, head)
     steps = epochs * -(-int(is_train.sum()) // args.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
-        1e-4, decay_steps=steps, warmup_target=3e-3, warmup_steps=max(1, steps // 10))
+        1e-4, decay_steps=steps, warmup_target=3e-3, warmup_steps=max(1, steps // 10)
+    )
     train_model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -281,13 +303,20 @@ def main(argv=None):
     # 3. Train with the retrieval metric of the competition on the validation fold.
     checkpoint_path = os.path.join(args.output, "best.keras")
     callbacks = [
-        km.EmbeddingEvaluation(val_ds, embedding_model=embed_model, task="match_f1",
-                               thresholds=np.linspace(0.0, 1.0, 101), verbose=0),
-        keras.callbacks.ModelCheckpoint(checkpoint_path, monitor="val_match_f1_best_f1",
-                                        mode="max", save_best_only=True),
+        km.EmbeddingEvaluation(
+            val_ds,
+            embedding_model=embed_model,
+            task="match_f1",
+            thresholds=np.linspace(0.0, 1.0, 101),
+            verbose=0,
+        ),
+        keras.callbacks.ModelCheckpoint(
+            checkpoint_path, monitor="val_match_f1_best_f1", mode="max", save_best_only=True
+        ),
     ]
-    history = train_model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=2,
-                              shuffle=False)  # train_ds shuffles itself
+    history = train_model.fit(
+        train_ds, epochs=epochs, callbacks=callbacks, verbose=2, shuffle=False
+    )  # train_ds shuffles itself
     tick("train")
 
     # 4. Reload the best checkpoint (as a second notebook would), choose the threshold on the
@@ -299,11 +328,16 @@ def main(argv=None):
     threshold = sweep["best_threshold"]
     test_rows = read_csv(os.path.join(data, "test.csv"))
     test_files = [os.path.join("test_images", r["image"]) for r in test_rows]
-    test_emb = embed(best_embed, image_dataset(data, test_files, None, image_size,
-                                               args.batch_size))
+    test_emb = embed(best_embed, image_dataset(data, test_files, None, image_size, args.batch_size))
     submission = os.path.join(args.output, "submission.csv")
-    km.write_match_submission(submission, test_emb, [r["posting_id"] for r in test_rows],
-                              threshold=threshold, max_matches=50, min_matches=2)
+    km.write_match_submission(
+        submission,
+        test_emb,
+        [r["posting_id"] for r in test_rows],
+        threshold=threshold,
+        max_matches=50,
+        min_matches=2,
+    )
     test_f1 = submission_f1(submission, os.path.join(data, "test_solution.csv"))
     tick("threshold_and_submission")
 

@@ -41,8 +41,11 @@ def _import_tensorflow_quietly():
             os.dup2(saved, 2)
             os.close(saved)
             log.seek(0)
-            kept = [line for line in log.read().decode("utf-8", "replace").splitlines()
-                    if not _BANNERS.search(line)]
+            kept = [
+                line
+                for line in log.read().decode("utf-8", "replace").splitlines()
+                if not _BANNERS.search(line)
+            ]
             if kept:
                 print("\n".join(kept), file=sys.stderr)
 

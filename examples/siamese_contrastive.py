@@ -30,10 +30,9 @@ import quiet  # noqa: E402,F401 -- before TensorFlow: no start-up banners
 # isort: split
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
+from common import build_backbone, evaluate_open_set, load_small_fashion_open_set  # noqa: E402
 
 import keras_margins as km  # noqa: E402
-from common import build_backbone, evaluate_open_set, load_small_fashion_open_set  # noqa: E402
 
 
 def load_data(smoke, seed):
@@ -64,31 +63,42 @@ def main(argv=None):
         name="tower",
     )
     siamese = km.build_siamese_model(tower, metric="euclidean")
-    siamese.compile(optimizer=keras.optimizers.Adam(1e-3),
-                    loss=km.ContrastiveLoss(margin=args.margin))
+    siamese.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss=km.ContrastiveLoss(margin=args.margin)
+    )
 
     before, _, _ = evaluate_open_set(tower, x_test, y_test, num_pairs=num_pairs, seed=args.seed)
     for epoch in range(args.epochs):
         a, b, same = km.generate_pairs(y_train, num_pairs=args.pairs, seed=args.seed + epoch)
         print(f"epoch {epoch + 1}/{args.epochs}: {len(same)} pairs ({int(same.sum())} similar)")
-        siamese.fit([x_train[a], x_train[b]], same.astype("float32"), batch_size=128,
-                    epochs=1, verbose=2)
-    after, report, _ = evaluate_open_set(tower, x_test, y_test, num_pairs=num_pairs,
-                                         seed=args.seed)
+        siamese.fit(
+            [x_train[a], x_train[b]], same.astype("float32"), batch_size=128, epochs=1, verbose=2
+        )
+    after, report, _ = evaluate_open_set(tower, x_test, y_test, num_pairs=num_pairs, seed=args.seed)
 
     print("\nOpen-set verification on the held-out classes")
     print("| tower | accuracy (10-fold) | AUC | EER | TAR@FAR=1e-2 | rank-1 |")
     print("|---|---|---|---|---|---|")
     for name, m in (("untrained", before), ("contrastive", after)):
-        print(f"| {name} | {m['accuracy']:.4f} ± {m['accuracy_std']:.4f} | {m['auc']:.4f} | "
-              f"{m['eer']:.4f} | {m.get('tar@far=1e-02', float('nan')):.4f} | "
-              f"{m['rank1']:.4f} |")
+        print(
+            f"| {name} | {m['accuracy']:.4f} ± {m['accuracy_std']:.4f} | {m['auc']:.4f} | "
+            f"{m['eer']:.4f} | {m.get('tar@far=1e-02', float('nan')):.4f} | "
+            f"{m['rank1']:.4f} |"
+        )
     print(f"decision threshold (cosine similarity, all pairs): {report.best_threshold:.3f}")
 
     path = os.path.join(args.output, "siamese_contrastive.json")
     with open(path, "w") as f:
-        json.dump({"epochs": args.epochs, "margin": args.margin, "untrained": before,
-                   "contrastive": after}, f, indent=2)
+        json.dump(
+            {
+                "epochs": args.epochs,
+                "margin": args.margin,
+                "untrained": before,
+                "contrastive": after,
+            },
+            f,
+            indent=2,
+        )
     print(f"results written to {path}")
     return after
 

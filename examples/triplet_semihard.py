@@ -31,16 +31,17 @@ import quiet  # noqa: E402,F401 -- before TensorFlow: no start-up banners
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from common import build_backbone, evaluate_open_set  # noqa: E402
 
 import keras_margins as km  # noqa: E402
-from common import build_backbone, evaluate_open_set  # noqa: E402
 
 
 def load_data(smoke, seed):
     try:
         chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" if smoke else None
-        split = km.datasets.load_glyphs(characters=chars, samples_per_font=1 if smoke else 2,
-                                        seed=seed)
+        split = km.datasets.load_glyphs(
+            characters=chars, samples_per_font=1 if smoke else 2, seed=seed
+        )
         source = f"glyphs ({len(split.info['fonts'])} fonts)"
     except (FileNotFoundError, ValueError) as err:  # no usable fonts on this machine
         data = km.datasets.load_fashion_mnist(allow_download=not smoke, download_timeout=10.0)
@@ -48,9 +49,11 @@ def load_data(smoke, seed):
         source = f"{data.source} (glyphs unavailable: {err})"
     rng = np.random.default_rng(seed)
     test = rng.permutation(len(split.y_test))[: 600 if smoke else 6000]
-    print(f"data source: {source}; training on {split.num_train_classes} identities "
-          f"({len(split.y_train)} images), verifying on {split.num_test_classes} unseen "
-          f"identities ({len(test)} images)")
+    print(
+        f"data source: {source}; training on {split.num_train_classes} identities "
+        f"({len(split.y_train)} images), verifying on {split.num_test_classes} unseen "
+        f"identities ({len(test)} images)"
+    )
     return split.x_train, split.y_train, split.x_test[test], split.y_test[test]
 
 
@@ -72,16 +75,19 @@ def main(argv=None):
     images = keras.Input(x_train.shape[1:])
     features = build_backbone(x_train.shape[1:], embedding_dim=64)(images)
     model = keras.Model(images, keras.layers.UnitNormalization(dtype="float32")(features))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=km.TripletSemiHardLoss(margin=args.margin))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss=km.TripletSemiHardLoss(margin=args.margin)
+    )
     before, _, _ = evaluate_open_set(model, x_test, y_test, num_pairs=num_pairs, seed=args.seed)
 
     p = min(args.p, len(np.unique(y_train)))
     sampler = km.PKSampler(y_train, p=p, k=args.k, seed=args.seed)
     steps = 20 if args.smoke else sampler.steps_per_epoch()
     epochs = 1 if args.smoke else args.epochs
-    print(f"P x K batches: {p} identities x {args.k} samples = {sampler.batch_size} images, "
-          f"{steps} batches per epoch")
+    print(
+        f"P x K batches: {p} identities x {args.k} samples = {sampler.batch_size} images, "
+        f"{steps} batches per epoch"
+    )
     batches = sampler.dataset(x_train, y_train, num_batches=steps * epochs)
     model.fit(batches, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=2)
     after, _, _ = evaluate_open_set(model, x_test, y_test, num_pairs=num_pairs, seed=args.seed)
@@ -90,14 +96,26 @@ def main(argv=None):
     print("| network | accuracy (10-fold) | AUC | EER | TAR@FAR=1e-2 | rank-1 |")
     print("|---|---|---|---|---|---|")
     for name, m in (("untrained", before), ("triplet semi-hard", after)):
-        print(f"| {name} | {m['accuracy']:.4f} ± {m['accuracy_std']:.4f} | {m['auc']:.4f} | "
-              f"{m['eer']:.4f} | {m.get('tar@far=1e-02', float('nan')):.4f} | "
-              f"{m['rank1']:.4f} |")
+        print(
+            f"| {name} | {m['accuracy']:.4f} ± {m['accuracy_std']:.4f} | {m['auc']:.4f} | "
+            f"{m['eer']:.4f} | {m.get('tar@far=1e-02', float('nan')):.4f} | "
+            f"{m['rank1']:.4f} |"
+        )
 
     path = os.path.join(args.output, "triplet_semihard.json")
     with open(path, "w") as f:
-        json.dump({"epochs": epochs, "p": p, "k": args.k, "margin": args.margin,
-                   "untrained": before, "triplet": after}, f, indent=2)
+        json.dump(
+            {
+                "epochs": epochs,
+                "p": p,
+                "k": args.k,
+                "margin": args.margin,
+                "untrained": before,
+                "triplet": after,
+            },
+            f,
+            indent=2,
+        )
     print(f"results written to {path}")
     return after
 

@@ -16,8 +16,8 @@ from keras_margins.export import (
     get_embedding_model,
 )
 from keras_margins.heads import *  # noqa: F401,F403
-from keras_margins.losses import *  # noqa: F401,F403
 from keras_margins.layers import GeMPooling2D, L2Normalization
+from keras_margins.losses import *  # noqa: F401,F403
 from keras_margins.models import build_models
 from keras_margins.partial_fc import PartialFC
 from keras_margins.sampler import PKSampler

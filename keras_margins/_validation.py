@@ -61,9 +61,7 @@ def check_float32_bound(name, value, limit, reason):
     result would overflow to ``inf`` (then ``NaN``) instead of failing clearly.
     """
     if value > limit:
-        raise ValueError(
-            f"`{name}` must be <= {limit:.4g}: {reason}. Received: {name}={value}"
-        )
+        raise ValueError(f"`{name}` must be <= {limit:.4g}: {reason}. Received: {name}={value}")
     return value
 
 
@@ -86,8 +84,10 @@ def check_flag(name, value):
 
 def _is_tensor_like(value):
     """A backend tensor, a Keras variable or a NumPy array (not a Python or NumPy scalar)."""
-    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(
-        value, numbers.Number
+    return (
+        hasattr(value, "shape")
+        and hasattr(value, "dtype")
+        and not isinstance(value, numbers.Number)
     )
 
 
@@ -110,9 +110,7 @@ def check_float_or_tensor(name, value, low, high, reason):
                 f"Received: {name}={value!r} with dtype {dtype}"
             )
         if len(shape) != 0:
-            raise ValueError(
-                f"`{name}` must be a scalar. Received: {name} with shape {shape}"
-            )
+            raise ValueError(f"`{name}` must be a scalar. Received: {name} with shape {shape}")
         if type(value).__module__.startswith("numpy"):
             value = value.item()
         else:

@@ -36,8 +36,12 @@ def _is_tf_dataset(x):
 
 def _is_sequence_dataset(x):
     """A ``keras.utils.PyDataset`` (or legacy ``Sequence``): batches by index."""
-    return hasattr(x, "__getitem__") and (hasattr(x, "num_batches") or hasattr(x, "__len__")) \
-        and not isinstance(x, (list, tuple, dict, str, bytes)) and not _is_array(x)
+    return (
+        hasattr(x, "__getitem__")
+        and (hasattr(x, "num_batches") or hasattr(x, "__len__"))
+        and not isinstance(x, (list, tuple, dict, str, bytes))
+        and not _is_array(x)
+    )
 
 
 def _labels_of_batch(name, labels):
@@ -146,9 +150,9 @@ class _Source:
         if self.kind == "arrays":
             for start in range(0, self.num_samples(), batch_size):
                 if isinstance(self.x, (list, tuple)):
-                    yield [np.asarray(t)[start:start + batch_size] for t in self.x]
+                    yield [np.asarray(t)[start : start + batch_size] for t in self.x]
                 else:
-                    yield np.asarray(self.x)[start:start + batch_size]
+                    yield np.asarray(self.x)[start : start + batch_size]
         elif self.kind == "tf_data":
             yield from self.x
         elif self.kind == "py_dataset":
@@ -400,8 +404,12 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
                     f"`thresholds` is only used with task='match_f1'. Received: task={task!r}"
                 )
             t = np.asarray(thresholds)
-            if t.ndim != 1 or t.size == 0 or not np.issubdtype(t.dtype, np.number) or not \
-                    np.all(np.isfinite(t)):
+            if (
+                t.ndim != 1
+                or t.size == 0
+                or not np.issubdtype(t.dtype, np.number)
+                or not np.all(np.isfinite(t))
+            ):
                 raise ValueError(
                     "`thresholds` must be a non-empty 1-D array of finite numbers. "
                     f"Received: thresholds={thresholds!r}"
@@ -409,8 +417,9 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
             thresholds = t.astype(np.float64)
         self.thresholds = thresholds
         if collapse_threshold is not None:
-            collapse_threshold = check_float("collapse_threshold", collapse_threshold, 0.0, 1.0,
-                                             low_open=True)
+            collapse_threshold = check_float(
+                "collapse_threshold", collapse_threshold, 0.0, 1.0, low_open=True
+            )
         self.collapse_threshold = collapse_threshold
         self._source = _Source("x", x, y, "y")
         if (gallery_x is None) and (gallery_y is not None):
@@ -422,8 +431,9 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
                 "`gallery_x` is only used with task='retrieval' or 'match_f1'. "
                 "Received: task='verification'"
             )
-        self._gallery = None if gallery_x is None else _Source("gallery_x", gallery_x, gallery_y,
-                                                               "gallery_y")
+        self._gallery = (
+            None if gallery_x is None else _Source("gallery_x", gallery_x, gallery_y, "gallery_y")
+        )
         if self._gallery is not None and self._gallery.kind == "arrays" and gallery_y is None:
             raise ValueError("`gallery_x` and `gallery_y` must be given together.")
         self.x = x
@@ -431,8 +441,13 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         self.gallery_x = gallery_x
         self.gallery_y = None if self._gallery is None else self._gallery.y
         if self.task == "retrieval" and self._source.y is not None:
-            available = (self._source.y.shape[0] - 1 if self._gallery is None
-                         else None if self._gallery.y is None else self._gallery.y.shape[0])
+            available = (
+                self._source.y.shape[0] - 1
+                if self._gallery is None
+                else None
+                if self._gallery.y is None
+                else self._gallery.y.shape[0]
+            )
             if available is not None and max(self.ks) > available:
                 raise ValueError(
                     f"`ks` must not exceed the number of gallery items ({available}). "
@@ -531,8 +546,13 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         self._last_collapse = None
         if self.collapse_threshold is not None:
             both = emb if gallery is None else np.concatenate([emb, gallery])
-            both_y = y if gallery is None else np.concatenate(
-                [np.asarray(y, dtype=object), np.asarray(gallery_y, dtype=object)])
+            both_y = (
+                y
+                if gallery is None
+                else np.concatenate(
+                    [np.asarray(y, dtype=object), np.asarray(gallery_y, dtype=object)]
+                )
+            )
             value = _inter_class_cosine(both, both_y)
             self._last_collapse = value
             if value is not None and value >= self.collapse_threshold:
@@ -549,19 +569,30 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
         if self.task == "verification":
             a, b, issame = self._verification_pairs(y)
             report = evaluate_verification(
-                emb[a], emb[b], issame, metric=self.metric, n_folds=self.n_folds,
+                emb[a],
+                emb[b],
+                issame,
+                metric=self.metric,
+                n_folds=self.n_folds,
                 far_targets=self.far_targets,
             )
             scalars = report.scalars()
         elif self.task == "retrieval":
             report = retrieval_metrics(
-                emb, y, gallery, gallery_y, ks=self.ks, metric=self.metric,
-                new_label=self.new_label, new_threshold=self.new_threshold,
+                emb,
+                y,
+                gallery,
+                gallery_y,
+                ks=self.ks,
+                metric=self.metric,
+                new_label=self.new_label,
+                new_threshold=self.new_threshold,
             )
             scalars = dict(report)
         else:
-            report = match_f1_sweep(emb, y, gallery, gallery_y, thresholds=self.thresholds,
-                                    metric=self.metric)
+            report = match_f1_sweep(
+                emb, y, gallery, gallery_y, thresholds=self.thresholds, metric=self.metric
+            )
             scalars = {"best_f1": report["best_f1"], "best_threshold": report["best_threshold"]}
         return scalars, report
 

@@ -59,8 +59,7 @@ def _check_label_dtype(label_dtype, label_input):
     return dtype
 
 
-def build_models(backbone, head, normalize_embeddings=True, label_dtype=None,
-                 label_input="sparse"):
+def build_models(backbone, head, normalize_embeddings=True, label_dtype=None, label_input="sparse"):
     """Build the training model and the embedding model of the two-input pattern.
 
     The training model takes ``[*backbone_inputs, labels]`` and returns the head's logits; train

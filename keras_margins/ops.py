@@ -320,4 +320,3 @@ def row_normalize(x, axis=-1):
     row stays zero; NaN stays NaN."""
     s = power_of_two_scale(ops.max(ops.abs(x), axis=axis, keepdims=True, initial=0.0))
     return l2_normalize(x / s, axis=axis)
-

@@ -18,7 +18,7 @@ def _pyplot():
         raise ImportError(
             "keras_margins.plots needs matplotlib, which is not installed. Install it with "
             "`pip install matplotlib` (or, from a clone of keras_margins, "
-            "`pip install -e \".[plots]\"`)."
+            '`pip install -e ".[plots]"`).'
         ) from error
     return plt
 
@@ -203,8 +203,17 @@ def plot_score_histogram(scores, issame=None, threshold=None, bins=50, ax=None, 
 _DEFAULT = object()
 
 
-def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None, max_points=2000,
-                            seed=0, class_names=None, title=_DEFAULT):
+def plot_features_on_sphere(
+    embeddings,
+    labels,
+    centers=None,
+    ax=None,
+    path=None,
+    max_points=2000,
+    seed=0,
+    class_names=None,
+    title=_DEFAULT,
+):
     """Normalized features per class on the unit circle (2-D) or sphere (3-D).
 
     The figure of the margin papers: each embedding is scaled to unit length and drawn in its
@@ -300,8 +309,9 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
         ax.set_ylim(-1.1, 1.1)
     else:
         u, v = np.mgrid[0 : 2 * np.pi : 24j, 0 : np.pi : 12j]
-        ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85",
-                          linewidth=0.5)
+        ax.plot_wireframe(
+            np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", linewidth=0.5
+        )
         for c in classes:
             pts = unit[labels == c]
             ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], s=6, color=colour[c], label=names[c])
@@ -314,13 +324,21 @@ def plot_features_on_sphere(embeddings, labels, centers=None, ax=None, path=None
             axis.set_ticks([-1.0, 0.0, 1.0])
         ax.tick_params(labelsize=7, pad=0)
     if title is _DEFAULT:
-        title = ("Normalized features and class centres" if has_centers
-                 else "Normalized features and class mean directions")
+        title = (
+            "Normalized features and class centres"
+            if has_centers
+            else "Normalized features and class mean directions"
+        )
     if title is not None:
         ax.set_title(title)
     if classes.size <= 20:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02 if d == 2 else 1.08, 1.0),
-                  fontsize="small", markerscale=2, frameon=False)
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.02 if d == 2 else 1.08, 1.0),
+            fontsize="small",
+            markerscale=2,
+            frameon=False,
+        )
     return _finish(fig, path)
 
 
@@ -334,8 +352,11 @@ def _legend_names(classes, class_names):
             f"Received: class_names={class_names!r}"
         )
     is_mapping = hasattr(class_names, "keys")
-    negative = [c.item() if hasattr(c, "item") else c for c in classes
-                if not is_mapping and isinstance(c, (int, np.integer)) and c < 0]
+    negative = [
+        c.item() if hasattr(c, "item") else c
+        for c in classes
+        if not is_mapping and isinstance(c, (int, np.integer)) and c < 0
+    ]
     if negative:
         raise ValueError(
             "`labels` must be >= 0 when `class_names` is a sequence (a negative label would "

@@ -142,8 +142,10 @@ class PKSampler:
                     f"`y` must have one entry per label of the sampler ({n}). Received: y with "
                     f"shape {y.shape}"
                 )
-        n = self.steps_per_epoch() if num_batches is None else check_int(
-            "num_batches", num_batches, minimum=1
+        n = (
+            self.steps_per_epoch()
+            if num_batches is None
+            else check_int("num_batches", num_batches, minimum=1)
         )
 
         def indices():

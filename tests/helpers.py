@@ -88,7 +88,9 @@ def load_digits_split(test_size=0.3, seed=0):
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
-    return train_test_split(x, y.astype("int32"), test_size=test_size, random_state=seed, stratify=y)
+    return train_test_split(
+        x, y.astype("int32"), test_size=test_size, random_state=seed, stratify=y
+    )
 
 
 # --- Backend-neutral helpers (the test modules run under KERAS_BACKEND=tensorflow and jax) ----
@@ -114,10 +116,11 @@ def grad_fn(fn, variables=(), has_aux=False, state=()):
 
     ``grads`` holds the gradient of the scalar ``fn(*xs)`` with respect to every argument, then
     to every Keras variable in ``variables``. With ``has_aux``, ``fn`` returns ``(value, aux)``.
-    ``tf.GradientTape`` on TensorFlow, ``torch.autograd.grad`` on PyTorch. On JAX, ``jax.value_and_grad`` with the variables passed
-    through a ``keras.StatelessScope``; the variables of the layers in ``state`` that ``fn``
-    updates (e.g. a step counter) are then assigned their new values (by :func:`compiled` when
-    ``g`` runs under it). ``g`` may be wrapped in :func:`compiled`.
+    ``tf.GradientTape`` on TensorFlow, ``torch.autograd.grad`` on PyTorch. On JAX,
+    ``jax.value_and_grad`` with the variables passed through a ``keras.StatelessScope``; the
+    variables of the layers in ``state`` that ``fn`` updates (e.g. a step counter) are then
+    assigned their new values (by :func:`compiled` when ``g`` runs under it). ``g`` may be
+    wrapped in :func:`compiled`.
     """
     variables = list(variables)
     if backend() == "tensorflow":
@@ -177,9 +180,9 @@ def grad_fn(fn, variables=(), has_aux=False, state=()):
 
     def g(*xs):
         xs = [keras.ops.convert_to_tensor(x) for x in xs]
-        (value, (aux, updates)), (gv, gx) = jax.value_and_grad(
-            pure, argnums=(0, 1), has_aux=True
-        )([v.value for v in variables], xs)
+        (value, (aux, updates)), (gv, gx) = jax.value_and_grad(pure, argnums=(0, 1), has_aux=True)(
+            [v.value for v in variables], xs
+        )
         for v, new in updates:
             if isinstance(new, jax.core.Tracer):
                 _PENDING_UPDATES.append((v, new))  # applied by `compiled` after the call
@@ -203,8 +206,10 @@ def value_and_grads(fn, *arrays, variables=(), has_aux=False, state=()):
     """
     xs = [keras.ops.convert_to_tensor(a) for a in arrays]
     out = grad_fn(fn, variables, has_aux, state)(*xs)
-    return _numpy_tree(out[0]), [_numpy_tree(g) for g in out[1]], *(
-        [_numpy_tree(out[2])] if has_aux else []
+    return (
+        _numpy_tree(out[0]),
+        [_numpy_tree(g) for g in out[1]],
+        *([_numpy_tree(out[2])] if has_aux else []),
     )
 
 

@@ -83,7 +83,7 @@ def test_heads_match_tensorflow_and_train_on_jax(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     line = next(t for t in result.stdout.splitlines() if t.startswith("RESULT"))
-    got = json.loads(line[len("RESULT"):])
+    got = json.loads(line[len("RESULT") :])
     for name in HEADS:
         np.testing.assert_allclose(
             np.array(got[name]["logits"]),
@@ -129,13 +129,26 @@ def test_head_and_loss_test_modules_pass_on_other_backends(name):
         name,
         reason=f"{name} is not installed, so the head and loss tests do not rerun on "
         f"KERAS_BACKEND={name}"
-        + (" (install the CPU wheel: pip install torch==2.13.0 --index-url "
-           "https://download.pytorch.org/whl/cpu)" if name == "torch" else ""),
+        + (
+            " (install the CPU wheel: pip install torch==2.13.0 --index-url "
+            "https://download.pytorch.org/whl/cpu)"
+            if name == "torch"
+            else ""
+        ),
     )
     env = dict(os.environ, KERAS_BACKEND=name, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-         *BACKEND_MODULES],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            *BACKEND_MODULES,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

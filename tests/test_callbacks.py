@@ -25,8 +25,9 @@ def make_models(seed=0):
     backbone = keras.Sequential(
         [keras.Input((64,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(16)]
     )
-    train_model, embed_model = km.build_models(backbone, km.ArcFace(num_classes=7, scale=16.0,
-                                                                    margin=0.3))
+    train_model, embed_model = km.build_models(
+        backbone, km.ArcFace(num_classes=7, scale=16.0, margin=0.3)
+    )
     train_model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -43,9 +44,14 @@ def test_metrics_land_in_history_and_match_offline_evaluation(digits):
     )
     history = train_model.fit([x, y], y, epochs=3, batch_size=64, callbacks=[cb], verbose=0)
     h = history.history
-    for key in ("val_verification_accuracy", "val_verification_accuracy_std",
-                "val_verification_auc", "val_verification_eer",
-                "val_verification_tar_at_far_1e-01", "val_verification_tar_at_far_1e-02"):
+    for key in (
+        "val_verification_accuracy",
+        "val_verification_accuracy_std",
+        "val_verification_auc",
+        "val_verification_eer",
+        "val_verification_tar_at_far_1e-01",
+        "val_verification_tar_at_far_1e-02",
+    ):
         assert len(h[key]) == 3, key
     assert "val_verification_tar_at_far_1e-03" not in h  # 500 impostors cannot resolve 1e-3
     # The last logged numbers are exactly an offline evaluation of the trained model.
@@ -65,8 +71,7 @@ def test_metrics_land_in_history_and_match_offline_evaluation(digits):
 def test_every_n_epochs_and_early_stopping(digits, tmp_path):
     x, y, x_new, y_new = digits
     train_model, embed_model = make_models()
-    cb = EmbeddingEvaluation(x_new, y_new, embed_model, num_pairs=400, every_n_epochs=2,
-                             verbose=0)
+    cb = EmbeddingEvaluation(x_new, y_new, embed_model, num_pairs=400, every_n_epochs=2, verbose=0)
     history = train_model.fit([x, y], y, epochs=4, batch_size=128, callbacks=[cb], verbose=0)
     assert len(history.history["val_verification_auc"]) == 2  # epochs 2 and 4 only
     assert set(cb.reports) == {1, 3}
@@ -75,13 +80,16 @@ def test_every_n_epochs_and_early_stopping(digits, tmp_path):
     # counts as an improvement, so patience=1 stops training after the second epoch.
     train_model, embed_model = make_models(seed=1)
     cb = EmbeddingEvaluation(x_new, y_new, embed_model, num_pairs=400, verbose=0)
-    stop = keras.callbacks.EarlyStopping(monitor="val_verification_auc", mode="max",
-                                         min_delta=2.0, patience=1)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_verification_auc", mode="max", min_delta=2.0, patience=1
+    )
     path = os.path.join(str(tmp_path), "best.keras")
-    ckpt = keras.callbacks.ModelCheckpoint(path, monitor="val_verification_auc", mode="max",
-                                           save_best_only=True)
-    history = train_model.fit([x, y], y, epochs=10, batch_size=128, callbacks=[cb, stop, ckpt],
-                              verbose=0)
+    ckpt = keras.callbacks.ModelCheckpoint(
+        path, monitor="val_verification_auc", mode="max", save_best_only=True
+    )
+    history = train_model.fit(
+        [x, y], y, epochs=10, batch_size=128, callbacks=[cb, stop, ckpt], verbose=0
+    )
     assert len(history.epoch) == 2
     assert stop.stopped_epoch == 1
     assert os.path.exists(path)
@@ -91,15 +99,27 @@ def test_retrieval_task(digits, capsys):
     x, y, x_new, y_new = digits
     train_model, embed_model = make_models()
     half = len(x_new) // 2
-    cb = EmbeddingEvaluation(x_new[:half], y_new[:half], embed_model, task="retrieval",
-                             gallery_x=x_new[half:], gallery_y=y_new[half:], ks=(1, 5),
-                             batch_size=8, verbose=1)
+    cb = EmbeddingEvaluation(
+        x_new[:half],
+        y_new[:half],
+        embed_model,
+        task="retrieval",
+        gallery_x=x_new[half:],
+        gallery_y=y_new[half:],
+        ks=(1, 5),
+        batch_size=8,
+        verbose=1,
+    )
     history = train_model.fit([x, y], y, epochs=1, batch_size=64, callbacks=[cb], verbose=0)
     h = history.history
     emb = embed_model.predict(x_new, verbose=0)
     ref = km.retrieval_metrics(emb[:half], y_new[:half], emb[half:], y_new[half:], ks=(1, 5))
-    for name, key in (("precision@1", "precision_at_1"), ("recall@5", "recall_at_5"),
-                      ("map@r", "map_at_r"), ("map@5", "map_at_5")):
+    for name, key in (
+        ("precision@1", "precision_at_1"),
+        ("recall@5", "recall_at_5"),
+        ("map@r", "map_at_r"),
+        ("map@5", "map_at_5"),
+    ):
         assert h[f"val_retrieval_{key}"][0] == pytest.approx(ref[name], abs=1e-6)
     assert h["val_retrieval_precision_at_1"][0] > 0.6  # 3 unseen classes: chance is 1/3
     out = capsys.readouterr().out
@@ -132,8 +152,9 @@ def test_non_finite_embeddings_are_logged_as_nan(digits):
     cb.on_epoch_end(0, logs)  # a healthy evaluation first
     assert 0.0 <= logs["val_verification_auc"] <= 1.0
     # A real model whose output is NaN (log of a negative number), as after divergence.
-    broken = keras.Sequential([keras.Input((64,)), keras.layers.Lambda(lambda t: keras.ops.log(
-        -1.0 - keras.ops.abs(t)))])
+    broken = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Lambda(lambda t: keras.ops.log(-1.0 - keras.ops.abs(t)))]
+    )
     cb.embedding_model = broken
     logs = {}
     with pytest.warns(UserWarning, match="NaN or infinite embeddings"):
@@ -175,8 +196,10 @@ def _streams(x, y):
         ),
         "tf_data_inputs_only": (tf.data.Dataset.from_tensor_slices(x).batch(20), y),
         "py_dataset": (_DigitBatches(x, y, 33), None),
-        "generator_function": (lambda: ((x[i:i + 25], y[i:i + 25]) for i in range(0, len(x), 25)),
-                               None),
+        "generator_function": (
+            lambda: ((x[i : i + 25], y[i : i + 25]) for i in range(0, len(x), 25)),
+            None,
+        ),
     }
 
 
@@ -205,8 +228,9 @@ def test_stream_inside_fit_and_as_gallery(digits):
     half = len(x_new) // 2
     queries = tf.data.Dataset.from_tensor_slices((x_new[:half], y_new[:half])).batch(16)
     gallery = tf.data.Dataset.from_tensor_slices((x_new[half:], y_new[half:])).batch(16)
-    cb = EmbeddingEvaluation(queries, embedding_model=embed_model, task="retrieval",
-                             gallery_x=gallery, verbose=0)
+    cb = EmbeddingEvaluation(
+        queries, embedding_model=embed_model, task="retrieval", gallery_x=gallery, verbose=0
+    )
     history = train_model.fit([x, y], y, epochs=2, batch_size=64, callbacks=[cb], verbose=0)
     emb = embed_model.predict(x_new, verbose=0)
     ref = km.retrieval_metrics(emb[:half], y_new[:half], emb[half:], y_new[half:], ks=(1, 5))
@@ -230,8 +254,9 @@ def test_match_f1_and_new_label_tasks_match_offline(digits):
     _, _, x_new, y_new = digits
     _, embed_model = make_models()
     emb = embed_model.predict(x_new, verbose=0)
-    cb = EmbeddingEvaluation(x_new, y_new, embed_model, task="match_f1",
-                             thresholds=np.linspace(0, 1, 21), verbose=0)
+    cb = EmbeddingEvaluation(
+        x_new, y_new, embed_model, task="match_f1", thresholds=np.linspace(0, 1, 21), verbose=0
+    )
     logs = {}
     cb.on_epoch_end(0, logs)
     ref = km.match_f1_sweep(emb, y_new, thresholds=np.linspace(0, 1, 21))
@@ -240,16 +265,31 @@ def test_match_f1_and_new_label_tasks_match_offline(digits):
     # Happywhale MAP@5: queries of identity 9 are absent from the gallery -> "new".
     gallery_mask = (y_new != 9) & (np.arange(len(y_new)) % 2 == 0)
     query_mask = ~gallery_mask
-    cb = EmbeddingEvaluation(x_new[query_mask], y_new[query_mask], embed_model,
-                             task="retrieval", gallery_x=x_new[gallery_mask],
-                             gallery_y=y_new[gallery_mask], new_label=-1, new_threshold=0.5,
-                             verbose=0)
+    cb = EmbeddingEvaluation(
+        x_new[query_mask],
+        y_new[query_mask],
+        embed_model,
+        task="retrieval",
+        gallery_x=x_new[gallery_mask],
+        gallery_y=y_new[gallery_mask],
+        new_label=-1,
+        new_threshold=0.5,
+        verbose=0,
+    )
     scalars, _ = cb.evaluate()
-    ref = km.retrieval_metrics(emb[query_mask], y_new[query_mask], emb[gallery_mask],
-                               y_new[gallery_mask], ks=(1, 5), new_label=-1, new_threshold=0.5)
+    ref = km.retrieval_metrics(
+        emb[query_mask],
+        y_new[query_mask],
+        emb[gallery_mask],
+        y_new[gallery_mask],
+        ks=(1, 5),
+        new_label=-1,
+        new_threshold=0.5,
+    )
     assert scalars["map@5"] == pytest.approx(ref["map@5"], abs=1e-12)
-    no_new = km.retrieval_metrics(emb[query_mask], y_new[query_mask], emb[gallery_mask],
-                                  y_new[gallery_mask], ks=(1, 5))
+    no_new = km.retrieval_metrics(
+        emb[query_mask], y_new[query_mask], emb[gallery_mask], y_new[gallery_mask], ks=(1, 5)
+    )
     assert scalars["map@5"] != no_new["map@5"]  # the "new" guess changed the score
 
 
@@ -258,11 +298,16 @@ def test_collapse_warning(digits):
 
     _, _, x_new, y_new = digits
     # Every embedding is the same direction up to a tiny perturbation.
-    collapsed = keras.Sequential([
-        keras.Input((64,)),
-        keras.layers.Dense(8, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-4),
-                           bias_initializer="ones"),
-    ])
+    collapsed = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(
+                8,
+                kernel_initializer=keras.initializers.RandomNormal(stddev=1e-4),
+                bias_initializer="ones",
+            ),
+        ]
+    )
     cb = EmbeddingEvaluation(x_new, y_new, collapsed, num_pairs=200, verbose=0)
     with pytest.warns(UserWarning, match="collapsed"):
         cb.on_epoch_end(0, {})
@@ -282,8 +327,9 @@ def test_collapse_warning(digits):
     assert cb.inter_class_cosine[0] == pytest.approx(sims[different].mean(), abs=1e-9)
     assert cb.inter_class_cosine[0] < 0.95
     # Disabled with None.
-    cb = EmbeddingEvaluation(x_new, y_new, collapsed, num_pairs=200, collapse_threshold=None,
-                             verbose=0)
+    cb = EmbeddingEvaluation(
+        x_new, y_new, collapsed, num_pairs=200, collapse_threshold=None, verbose=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         cb.on_epoch_end(0, {})
@@ -317,7 +363,7 @@ def test_arguments_checked_at_construction(digits):
         with pytest.raises(ValueError, match=name):
             EmbeddingEvaluation(x_new, y_new, **kwargs)
     with pytest.raises(ValueError, match="one-shot generator"):
-        EmbeddingEvaluation((b for b in [(x_new, y_new)]))
+        EmbeddingEvaluation(b for b in [(x_new, y_new)])
     with pytest.raises(ValueError, match="`x`"):
         EmbeddingEvaluation("images/")
     with pytest.raises(ValueError, match="`y`"):

@@ -89,6 +89,7 @@ def test_added_loss_and_gradient_match_formula(rng):
     layer = km.CenterLoss(NUM_CLASSES, weight=0.3, centers_initializer="random_normal")
     layer.build([(None, DIM), (None,)])
     c0 = keras.ops.convert_to_numpy(layer.centers).astype("float64")
+
     def loss_fn(xt):
         out = layer([xt, y], training=True)
         return layer.losses[0], out
@@ -105,7 +106,8 @@ def test_labels_shape_b1(rng):
     layer = km.CenterLoss(NUM_CLASSES, alpha=1.0)
     layer([x, y.reshape(-1, 1)], training=True)
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(layer.centers), ref_update(np.zeros((10, DIM)), x, y, 1.0),
+        keras.ops.convert_to_numpy(layer.centers),
+        ref_update(np.zeros((10, DIM)), x, y, 1.0),
         atol=1e-6,
     )
 

@@ -10,7 +10,9 @@ import keras_margins as km
 from tests.test_heads import built_head, make_inputs, ref_target_combined
 
 
-@pytest.mark.parametrize("m1,m2,m3", [(1.0, 0.5, 0.0), (2.0, 0.0, 0.0), (1.5, 0.4, 0.1), (3.0, 1.0, 0.3)])
+@pytest.mark.parametrize(
+    "m1,m2,m3", [(1.0, 0.5, 0.0), (2.0, 0.0, 0.0), (1.5, 0.4, 0.1), (3.0, 1.0, 0.3)]
+)
 def test_combined_margin_target_decreases(m1, m2, m3):
     head = km.CombinedMargin(1, scale=1.0, m1=m1, m2=m2, m3=m3)
     theta = np.linspace(0.0, math.pi, 20001)

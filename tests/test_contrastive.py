@@ -80,9 +80,7 @@ def test_low_precision_distances(pairs, dtype):
 def test_jit_compile(pairs):
     y, d = pairs
     f = compiled(lambda a, b: km.ContrastiveLoss()(a, b))
-    np.testing.assert_allclose(
-        float(to_numpy(f(y, d))), ref_contrastive(y, d).mean(), rtol=1e-6
-    )
+    np.testing.assert_allclose(float(to_numpy(f(y, d))), ref_contrastive(y, d).mean(), rtol=1e-6)
 
 
 def test_config_round_trip():

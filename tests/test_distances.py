@@ -116,8 +116,11 @@ def test_squared_l2_overflows_only_where_the_result_is_not_representable(x):
     got = np.asarray(pairwise_distance(x * np.float32(1e18), "squared-L2"))  # values ~1e36
     ref = euclidean_distances(x.astype("float64"), squared=True) * 1e36
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e31)
-    assert np.all(np.isinf(np.asarray(pairwise_distance(x * np.float32(1e20), "squared-L2")))
-                  [~np.eye(12, dtype=bool)])
+    assert np.all(
+        np.isinf(np.asarray(pairwise_distance(x * np.float32(1e20), "squared-L2")))[
+            ~np.eye(12, dtype=bool)
+        ]
+    )
 
 
 @pytest.mark.parametrize(

@@ -71,12 +71,16 @@ def one_step(model, x, y, loss):
     return hist.history["loss"][0], [np.asarray(w) for w in model.get_weights()]
 """
 
-MIRRORED = COMMON.replace("import tensorflow as tf\n", """import tensorflow as tf
+MIRRORED = COMMON.replace(
+    "import tensorflow as tf\n",
+    """import tensorflow as tf
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
-""", 1)
+""",
+    1,
+)
 
 
 HEAD_FACTORIES = {
@@ -104,7 +108,9 @@ HEAD_FACTORIES = {
 def test_mirrored_two_replicas_match_one_device(top, tmp_path):
     if top == "CenterLoss" and getattr(keras_margins, "CenterLoss", None) is None:
         pytest.skip("keras_margins.CenterLoss does not exist (yet)")
-    script = MIRRORED + f"""
+    script = (
+        MIRRORED
+        + f"""
 NUM_CLASSES = 20
 make_top = {HEAD_FACTORIES[top]}
 partial = {top == "PartialFC"}
@@ -135,6 +141,7 @@ print(json.dumps({{
     "centres_moved": all(float(np.abs(c).max()) > 0 for c in centres),
 }}))
 """
+    )
     res = run_script(script, tmp_path)
     assert res["replicas"] == 2
     assert res["max_update"] > 1e-3  # the step did change the weights
@@ -166,7 +173,9 @@ def test_mirrored_embedding_losses(name, tmp_path):
         # Keras scales a loss for tf.distribute (1 / replicas) only when `call` returns
         # per-sample values; a scalar is left as it is, so gradients are summed over replicas.
         pytest.xfail(f"{name}.call returns a scalar: not scaled by 1 / num_replicas in Keras")
-    script = MIRRORED + f"""
+    script = (
+        MIRRORED
+        + f"""
 LOSS = km.{name}
 x, y = data(32, 4, np.tile(np.arange(4, dtype="int32"), 8))
 
@@ -198,6 +207,7 @@ print(json.dumps({{
     "max_update": max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(init, single)),
 }}))
 """
+    )
     res = run_script(script, tmp_path)
     assert res["max_update"] > 0
     assert res["max_diff"] < 1e-5, res
@@ -220,7 +230,9 @@ def test_multi_worker_mirrored_two_processes_on_localhost(tmp_path):
     """Two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy), one step of an ArcFace
     model on a global batch of 32 (16 per worker), against one process on the same batch."""
     ports = _free_ports(2)
-    worker = COMMON + """
+    worker = (
+        COMMON
+        + """
 import sys
 task = int(sys.argv[1])
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -259,7 +271,10 @@ np.savez(os.path.join(os.environ["OUT_DIR"], f"worker{task}.npz"), *model.get_we
 print(json.dumps({"task": task, "replicas": strategy.num_replicas_in_sync,
                   "loss": global_loss}))
 """
-    single = COMMON + """
+    )
+    single = (
+        COMMON
+        + """
 NUM_CLASSES = 12
 x, y = data(32, NUM_CLASSES)
 model, _ = make_model(lambda: km.ArcFace(NUM_CLASSES, scale=10.0, margin=0.3, name="top"))
@@ -271,6 +286,7 @@ np.savez(os.path.join(os.environ["OUT_DIR"], "single.npz"), *weights)
 np.savez(os.path.join(os.environ["OUT_DIR"], "init.npz"), *init)
 print(json.dumps({"loss": loss}))
 """
+    )
     out_dir = str(tmp_path)
     wpath = os.path.join(out_dir, "worker.py")
     with open(wpath, "w") as f:
@@ -281,7 +297,9 @@ print(json.dumps({"loss": loss}))
     procs = []
     for task in range(2):
         env = dict(base_env)
-        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": task}})
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": task}}
+        )
         procs.append(
             subprocess.Popen(
                 [sys.executable, wpath, str(task)],
@@ -365,7 +383,9 @@ shards = [tuple(s.data.shape) for s in kernel.addressable_shards]
 loss, weights = step(model)
 print(json.dumps({{
     "devices": len(devices), "shards": shards, "ref_loss": ref_loss, "loss": loss,
-    "max_diff": max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(weights, ref_weights)),
+    "max_diff": max(
+        float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(weights, ref_weights)
+    ),
     "max_update": max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(init, ref_weights)),
 }}))
 """

@@ -22,6 +22,8 @@ def readme_as_docs_index():
 def test_docs_index_is_the_readme():
     """Regenerate with: python tests/test_docs.py"""
     assert (ROOT / "docs" / "index.md").read_text(encoding="utf-8") == readme_as_docs_index()
+
+
 PAGES = [
     path
     for path in sorted((ROOT / "docs").rglob("*.md"))
@@ -46,8 +48,7 @@ def test_docs_python_blocks_run(path, tmp_path, monkeypatch):
 
 
 MODULES = sorted(
-    m.name
-    for m in pkgutil.walk_packages(keras_margins.__path__, prefix="keras_margins.")
+    m.name for m in pkgutil.walk_packages(keras_margins.__path__, prefix="keras_margins.")
 )
 
 

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 SHARED_MODULES = {"common.py", "quiet.py"}  # imported by the examples, not run
 TIMEOUT_S = 300
-# The longest smoke runs (about a minute each on 2 cores): still run in CI, skipped by -m "not slow".
+# The longest smoke runs (about a minute each on 2 cores): still run in CI; -m "not slow" skips.
 SLOW = {"compare_heads.py", "export_and_serve.py"}
 
 
@@ -86,8 +86,7 @@ def _check_kaggle_retrieval(out, text):
     assert "== Product matching" in text and "== Identification with new individuals" in text
     summary = _load_json(out, "kaggle_retrieval.json")
     f1, map5 = summary["match_f1"], summary["map@5"]
-    for value in (f1["validation"], f1["test"], f1["test_best"], map5["validation"],
-                  map5["test"]):
+    for value in (f1["validation"], f1["test"], f1["test_best"], map5["validation"], map5["test"]):
         assert _in_unit_interval(value), summary
     # The threshold applied to the test split is the validation sweep's argmax, and the test
     # split's own optimum can only be as good or better.
@@ -119,11 +118,14 @@ CHECKS = {
     "export_and_serve.py": _check_export_and_serve,
     "kaggle_retrieval.py": _check_kaggle_retrieval,
     "siamese_contrastive.py": _check_verification_table(
-        "siamese_contrastive.json", ["untrained", "contrastive"]),
+        "siamese_contrastive.json", ["untrained", "contrastive"]
+    ),
     "triplet_semihard.py": _check_verification_table(
-        "triplet_semihard.json", ["untrained", "triplet semi-hard"]),
+        "triplet_semihard.json", ["untrained", "triplet semi-hard"]
+    ),
     "center_loss.py": _check_verification_table(
-        "center_loss.json", ["softmax |", "softmax + center"]),
+        "center_loss.json", ["softmax |", "softmax + center"]
+    ),
 }
 
 
@@ -144,13 +146,18 @@ def glyph_cache(tmp_path_factory):
 )
 def test_example_smoke(script, tmp_path, glyph_cache):
     out = tmp_path / "output"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg",
-               KERAS_MARGINS_CACHE=glyph_cache)
+    env = dict(
+        os.environ, TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg", KERAS_MARGINS_CACHE=glyph_cache
+    )
     env.setdefault("KERAS_BACKEND", "tensorflow")
     try:
         proc = subprocess.run(
             [sys.executable, os.path.join(EXAMPLES, script), "--smoke", "--output", str(out)],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as err:
         pytest.fail(f"{script} --smoke took more than {TIMEOUT_S} s:\n{err.stdout}\n{err.stderr}")
@@ -179,21 +186,31 @@ def test_quickstart_on_a_fresh_machine_is_quiet_and_uses_matplotlib_fonts(tmp_pa
     empty = tmp_path / "empty"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "KERAS_MARGINS"))}
-    env.update(HOME=str(tmp_path / "home"), KERAS_HOME=str(tmp_path / "keras"),
-               KERAS_MARGINS_FONT_DIRS=str(empty), KERAS_MARGINS_DATA_DIR=str(empty),
-               KERAS_MARGINS_CACHE=str(tmp_path / "cache"), MPLBACKEND="Agg",
-               KERAS_BACKEND="tensorflow")
+    env.update(
+        HOME=str(tmp_path / "home"),
+        KERAS_HOME=str(tmp_path / "keras"),
+        KERAS_MARGINS_FONT_DIRS=str(empty),
+        KERAS_MARGINS_DATA_DIR=str(empty),
+        KERAS_MARGINS_CACHE=str(tmp_path / "cache"),
+        MPLBACKEND="Agg",
+        KERAS_BACKEND="tensorflow",
+    )
     out = tmp_path / "output"
     proc = subprocess.run(
         [sys.executable, os.path.join(EXAMPLES, "quickstart.py"), "--smoke", "--output", str(out)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = proc.stdout + proc.stderr
     assert "data: glyphs, 16 fonts (matplotlib); training on 92 identities" in proc.stdout
     assert "only matplotlib's" in proc.stdout and "Verdict:" in proc.stdout
-    assert re.search(r"^\[2/2\] arcface .* \d+ s; held-out verification accuracy", proc.stdout,
-                     flags=re.M)
+    assert re.search(
+        r"^\[2/2\] arcface .* \d+ s; held-out verification accuracy", proc.stdout, flags=re.M
+    )
     assert not TF_NOISE.search(text), TF_NOISE.findall(text)
     assert proc.stderr.strip() == "", proc.stderr[-2000:]
     _check_quickstart(str(out), proc.stdout)
@@ -213,8 +230,7 @@ def test_fashion_fallback_to_digits_says_why_loudly(monkeypatch, tmp_path, capsy
     monkeypatch.syspath_prepend(EXAMPLES)
     import common
 
-    split, source, (x_train, _), _ = common.load_fashion_open_set(
-        100, 50, allow_download=False)
+    split, source, (x_train, _), _ = common.load_fashion_open_set(100, 50, allow_download=False)
     assert source == "digits" and x_train.shape[1:] == (8, 8, 1)
     captured = capsys.readouterr()
     for stream in (captured.out, captured.err):

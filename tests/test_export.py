@@ -210,8 +210,17 @@ def test_saved_model_serves_in_fresh_process_without_keras_margins(
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _CHILD, json.dumps(site_dirs), saved_model_dir,
-         str(x_path), str(out_path)],
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _CHILD,
+            json.dumps(site_dirs),
+            saved_model_dir,
+            str(x_path),
+            str(out_path),
+        ],
         cwd=str(tmp_path),
         env=env,
         capture_output=True,
@@ -506,8 +515,17 @@ def test_export_never_replaces_the_working_directory_or_its_parents(tmp_path, mo
     monkeypatch.chdir(work)
     backbone = _backbone()
     before = _tree(tmp_path)
-    targets = ["", ".", "./", "..", "../..", str(work), str(tmp_path), os.sep,
-               os.path.join(str(work), "sub", "..")]
+    targets = [
+        "",
+        ".",
+        "./",
+        "..",
+        "../..",
+        str(work),
+        str(tmp_path),
+        os.sep,
+        os.path.join(str(work), "sub", ".."),
+    ]
     for target in targets:
         for exporter in (export_saved_model, export_tflite, export_onnx):
             with pytest.raises(ValueError, match="current directory or one of its parents"):
@@ -520,8 +538,11 @@ def test_export_never_replaces_the_working_directory_or_its_parents(tmp_path, mo
     (work / "m.tflite").mkdir()
     (work / "m.tflite" / "keep.txt").write_text("precious")
     (work / "model").write_text("precious")
-    for exporter, target in ((export_tflite, "m.tflite"), (export_onnx, "m.tflite"),
-                             (export_saved_model, "model")):
+    for exporter, target in (
+        (export_tflite, "m.tflite"),
+        (export_onnx, "m.tflite"),
+        (export_saved_model, "model"),
+    ):
         with pytest.raises(ValueError, match="never replaces"):
             exporter(backbone, target, overwrite=True)
     assert (work / "m.tflite" / "keep.txt").read_text() == "precious"
@@ -641,10 +662,12 @@ def test_tflite_of_a_mixed_float16_model_computes_in_float32(tmp_path):
     x_train, x_test, y_train, _ = load_digits_split()
     init = keras.initializers.GlorotUniform(seed=3)
     backbone = keras.Sequential(
-        [keras.Input((64,), name="pixels"),
-         keras.layers.Dense(32, activation="relu", kernel_initializer=init),
-         keras.layers.BatchNormalization(),
-         keras.layers.Dense(16, kernel_initializer=init)],
+        [
+            keras.Input((64,), name="pixels"),
+            keras.layers.Dense(32, activation="relu", kernel_initializer=init),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(16, kernel_initializer=init),
+        ],
         name="mp_backbone",
     )
     train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=NUM_CLASSES, scale=16.0))
@@ -677,8 +700,9 @@ def test_embedding_normalization_works_at_any_magnitude(tmp_path):
     # 0) and its 1e-12 floor shrinks embeddings below ~1e-6. NaN features stay NaN.
     x = keras.Input((4,), name="features")
     outputs = {}
-    feats = np.array([[1, -2, 3, 4], [0, 0, 0, 0], [3e-3, 0, 0, -4e-3], [1, np.nan, 0, 0]],
-                     "float32")
+    feats = np.array(
+        [[1, -2, 3, 4], [0, 0, 0, 0], [3e-3, 0, 0, -4e-3], [1, np.nan, 0, 0]], "float32"
+    )
     ref = np.asarray(feats, np.float64)
     norms = np.linalg.norm(ref, axis=1, keepdims=True)
     ref = np.where(norms > 0, ref / np.where(norms > 0, norms, 1), 0.0)

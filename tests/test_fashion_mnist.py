@@ -40,8 +40,9 @@ def test_load_digits_matches_sklearn_and_is_stratified():
     assert data.x_train.min() >= 0.0 and data.x_train.max() <= 1.0
     assert len(data.x_train) + len(data.x_test) == len(bunch.images)
     # Every returned image is a sklearn image scaled by 1/16, with its own label.
-    lookup = {img.tobytes(): t for img, t in zip((bunch.images / 16.0).astype(np.float32),
-                                                 bunch.target)}
+    lookup = {
+        img.tobytes(): t for img, t in zip((bunch.images / 16.0).astype(np.float32), bunch.target)
+    }
     for x, y in zip(data.x_test[..., 0], data.y_test):
         assert lookup[x.tobytes()] == y
     # Stratified: each class's share of the test set matches its share overall.

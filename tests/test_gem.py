@@ -53,8 +53,7 @@ def test_matches_float64_reference(rng, data_format, keepdims):
 def test_special_cases(rng):
     x = np.abs(rng.normal(size=(3, 4, 4, 2))).astype("float32") + 0.1
     layer = km.GeMPooling2D(p=1.0, trainable_p=False)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), x.mean(axis=(1, 2)),
-                               rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), x.mean(axis=(1, 2)), rtol=1e-5)
     # Large p tends to max pooling; an all-negative map gives eps.
     big = km.GeMPooling2D(p=60.0)(x)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(big), x.max(axis=(1, 2)), rtol=0.05)
@@ -106,8 +105,9 @@ def test_mixed_float16_does_not_overflow(rng):
     assert keras.backend.standardize_dtype(out.dtype) == "float16"
     assert layer.p.dtype == "float32"
     expected = ref_gem(x.astype(np.float64), 3.0)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(out).astype(np.float64), expected,
-                               rtol=2e-3)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(out).astype(np.float64), expected, rtol=2e-3
+    )
 
 
 def _gem_model(seed=0, jit_compile=False):
@@ -117,9 +117,11 @@ def _gem_model(seed=0, jit_compile=False):
     pooled = km.GeMPooling2D(name="gem")(feats)
     outputs = keras.layers.Dense(4)(pooled)
     model = keras.Model(inputs, outputs)
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit_compile)
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
     return model
 
 
@@ -128,8 +130,9 @@ def test_fit_learns_p_and_xla_agrees(rng):
     y = (x[:, :, :, 0].mean(axis=(1, 2)) > 0).astype("int32") + 2 * (x[..., 1].max(axis=(1, 2)) > 2)
     eager = _gem_model()
     xla = _gem_model(jit_compile=True)
-    np.testing.assert_allclose(xla.predict(x, verbose=0), eager.predict(x, verbose=0),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        xla.predict(x, verbose=0), eager.predict(x, verbose=0), rtol=1e-4, atol=1e-5
+    )
     history = eager.fit(x, y, epochs=5, batch_size=16, verbose=0)
     xla_history = xla.fit(x, y, epochs=5, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
@@ -145,8 +148,9 @@ def test_fit_learns_p_and_xla_agrees(rng):
 
 
 def test_config_and_keras_round_trip(rng, tmp_path):
-    layer = km.GeMPooling2D(p=4.0, eps=1e-5, trainable_p=True, data_format="channels_first",
-                            keepdims=True, name="gem")
+    layer = km.GeMPooling2D(
+        p=4.0, eps=1e-5, trainable_p=True, data_format="channels_first", keepdims=True, name="gem"
+    )
     clone = assert_config_round_trip(layer)
     assert clone.data_format == "channels_first" and clone.keepdims
     model = _gem_model()

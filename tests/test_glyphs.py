@@ -25,8 +25,12 @@ def test_find_fonts_lists_font_files_only(tmp_path):
 def test_glyphs_render_small(tmp_path):
     fonts = [_font("DejaVuSans.ttf"), _font("LiberationSerif-Regular.ttf")]
     data = datasets.load_glyphs(
-        characters=SMALL_CHARS, fonts=fonts, samples_per_font=3, test_fraction=0.25,
-        seed=1, cache_dir=tmp_path,
+        characters=SMALL_CHARS,
+        fonts=fonts,
+        samples_per_font=3,
+        test_fraction=0.25,
+        seed=1,
+        cache_dir=tmp_path,
     )
     assert data.source == "glyphs" and data.info["fonts"] == sorted(fonts)
     assert data.num_train_classes == 6 and data.num_test_classes == 2
@@ -60,12 +64,19 @@ def test_glyphs_render_small(tmp_path):
 def test_glyphs_case_kept_by_baseline(tmp_path):
     """Glyphs sit on a fixed baseline: 'o' is smaller and lower than 'O', 'g' goes below it."""
     data = datasets.load_glyphs(
-        characters="Oog", fonts=[_font("DejaVuSans.ttf")], samples_per_font=1, augment=False,
-        test_fraction=0.34, seed=0, use_cache=False,
+        characters="Oog",
+        fonts=[_font("DejaVuSans.ttf")],
+        samples_per_font=1,
+        augment=False,
+        test_fraction=0.34,
+        seed=0,
+        use_cache=False,
     )
     images = {}
-    for x, y, names in ((data.x_train, data.y_train, data.train_names),
-                        (data.x_test, data.y_test, data.test_names)):
+    for x, y, names in (
+        (data.x_train, data.y_train, data.train_names),
+        (data.x_test, data.y_test, data.test_names),
+    ):
         for img, label in zip(x[..., 0], y):
             images[names[label]] = img
     rows = {c: np.where(images[c].max(axis=1) > 0.3)[0] for c in "Oog"}
@@ -77,8 +88,11 @@ def test_glyphs_case_kept_by_baseline(tmp_path):
 def test_missing_glyph_detection_agrees_with_cmap():
     fontTools = pytest.importorskip("fontTools.ttLib")
     chars = "A\u03a9\u0416\u05d0\u0628\u4e2d"  # Latin, Greek, Cyrillic, Hebrew, Arabic, Han
-    paths = [_font("DejaVuSans.ttf"), _font("LiberationMono-Regular.ttf"),
-             _font("URWGothic-Book.otf")]
+    paths = [
+        _font("DejaVuSans.ttf"),
+        _font("LiberationMono-Regular.ttf"),
+        _font("URWGothic-Book.otf"),
+    ]
     paths += [p for p in ALL_FONTS if "NotoSansHebrew" in p or "NotoSansArabic" in p][:2]
     for path in paths:
         cmap = fontTools.TTFont(path, lazy=True).getBestCmap()
@@ -93,8 +107,9 @@ def test_fonts_lacking_a_glyph_are_skipped(tmp_path):
     if not hebrew:
         pytest.skip("fonts-noto-core not installed")
     fonts = [_font("DejaVuSans.ttf"), hebrew[0]]
-    data = datasets.load_glyphs(characters="AB\u0416", fonts=fonts, test_fraction=0.34,
-                                samples_per_font=1, use_cache=False)
+    data = datasets.load_glyphs(
+        characters="AB\u0416", fonts=fonts, test_fraction=0.34, samples_per_font=1, use_cache=False
+    )
     assert data.info["fonts"] == [fonts[0]]
     assert "lacks" in data.info["skipped_fonts"][hebrew[0]]
     assert set(np.unique(data.info["train_fonts"])) == {0}
@@ -137,8 +152,12 @@ def test_glyph_cache_hit_is_identical_and_renders_nothing(tmp_path, monkeypatch)
 
 
 def test_glyph_corrupt_cache_is_rendered_again(tmp_path):
-    kwargs = dict(characters="AB\u0416", fonts=[_font("DejaVuSans.ttf")], test_fraction=0.34,
-                  cache_dir=tmp_path)
+    kwargs = dict(
+        characters="AB\u0416",
+        fonts=[_font("DejaVuSans.ttf")],
+        test_fraction=0.34,
+        cache_dir=tmp_path,
+    )
     first = datasets.load_glyphs(**kwargs)
     with open(first.info["cache_path"], "wb") as f:
         f.write(b"not an npz")
@@ -151,8 +170,15 @@ def test_glyph_split_is_identity_disjoint_and_seeded(tmp_path):
     fonts = [_font("DejaVuSans.ttf")]
     chars = "ABCDEFGHIJKLMNOPQRST"
     splits = [
-        datasets.load_glyphs(characters=chars, fonts=fonts, samples_per_font=1, seed=s,
-                             test_fraction=0.25, flat=True, cache_dir=tmp_path)
+        datasets.load_glyphs(
+            characters=chars,
+            fonts=fonts,
+            samples_per_font=1,
+            seed=s,
+            test_fraction=0.25,
+            flat=True,
+            cache_dir=tmp_path,
+        )
         for s in (0, 0, 1)
     ]
     for split in splits:
@@ -170,9 +196,14 @@ def test_default_characters_are_distinct_identities():
     """No two default identities render (nearly) alike in DejaVu Sans: homoglyphs left out."""
     chars = datasets.GLYPH_CHARACTERS
     assert len(set(chars)) == len(chars) >= 130
-    data = datasets.load_glyphs(fonts=[_font("DejaVuSans.ttf")], augment=False,
-                                samples_per_font=1, test_fraction=0.01, flat=True,
-                                use_cache=False)
+    data = datasets.load_glyphs(
+        fonts=[_font("DejaVuSans.ttf")],
+        augment=False,
+        samples_per_font=1,
+        test_fraction=0.01,
+        flat=True,
+        use_cache=False,
+    )
     x = np.concatenate([data.x_train, data.x_test])
     dist = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
     np.fill_diagonal(dist, np.inf)
@@ -232,8 +263,13 @@ def test_same_font_installed_twice_is_kept_once(tmp_path):
     src = _font("DejaVuSans.ttf")
     copy = tmp_path / "copy-of-dejavu.ttf"
     copy.write_bytes(open(src, "rb").read())
-    data = datasets.load_glyphs(characters="AB\u0416", fonts=[src, str(copy)],
-                                test_fraction=0.34, samples_per_font=1, use_cache=False)
+    data = datasets.load_glyphs(
+        characters="AB\u0416",
+        fonts=[src, str(copy)],
+        test_fraction=0.34,
+        samples_per_font=1,
+        use_cache=False,
+    )
     assert len(data.info["fonts"]) == 1
     (why,) = data.info["skipped_fonts"].values()
     assert why.startswith("same font (DejaVu Sans Book)")

@@ -42,8 +42,9 @@ def test_target_logit_receives_target_cosine_norm_labels_and_training(rng):
     cos_y, norm, labels, training = head.seen
     ref = reference_cos(x, w)
     np.testing.assert_allclose(to_numpy(cos_y), ref[np.arange(5), y], atol=1e-6)
-    np.testing.assert_allclose(to_numpy(norm), np.linalg.norm(x.astype(np.float64), axis=1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(norm), np.linalg.norm(x.astype(np.float64), axis=1), rtol=1e-6
+    )
     np.testing.assert_array_equal(to_numpy(labels), y)
     assert training is True
     expected = 2.0 * ref

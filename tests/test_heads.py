@@ -146,12 +146,17 @@ def test_logits_and_loss_match_reference(name, sub_centers, rng):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4 * scale)
 
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, got)
-    np.testing.assert_allclose(float(loss), ref_cross_entropy(expected, labels), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        float(loss), ref_cross_entropy(expected, labels), rtol=1e-4, atol=1e-5
+    )
 
     # Without labels: scale * cos, no margin.
     plain = keras.ops.convert_to_numpy(head(x))
     np.testing.assert_allclose(
-        plain, scale * ref_cosines(x, kernel, num_classes, sub_centers), rtol=1e-5, atol=1e-4 * scale
+        plain,
+        scale * ref_cosines(x, kernel, num_classes, sub_centers),
+        rtol=1e-5,
+        atol=1e-4 * scale,
     )
 
 
@@ -168,7 +173,9 @@ def test_gradients_match_finite_differences(name, rng):
         )
 
     def ref_loss_w(ww):
-        return ref_cross_entropy(ref_logits(x, ww, labels, num_classes, scale, target_fn, 2), labels)
+        return ref_cross_entropy(
+            ref_logits(x, ww, labels, num_classes, scale, target_fn, 2), labels
+        )
 
     def loss_fn(xt):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
@@ -177,9 +184,7 @@ def test_gradients_match_finite_differences(name, rng):
 
     _, (gx, gw) = value_and_grads(loss_fn, x, variables=[head.kernel])
     np.testing.assert_allclose(gx, numerical_gradient(ref_loss_x, x), rtol=2e-3, atol=2e-4)
-    np.testing.assert_allclose(
-        gw, numerical_gradient(ref_loss_w, kernel), rtol=2e-3, atol=2e-4
-    )
+    np.testing.assert_allclose(gw, numerical_gradient(ref_loss_w, kernel), rtol=2e-3, atol=2e-4)
 
 
 def _edge_inputs():
@@ -207,6 +212,7 @@ def test_edges_are_finite_in_values_and_gradients(name, policy):
     factory, target_fn, scale = HEADS[name]
     x, kernel, labels = _edge_inputs()
     head = built_head(factory, kernel, 3)
+
     def loss_fn(xt):
         logits = head([xt, labels])
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)

@@ -77,8 +77,9 @@ def test_rank1_with_distractors_matches_brute_force(rng, metric):
     p, pl, g, gl = make_split(rng, n_probes=25)
     d = rng.normal(size=(60, 6)) * 1.5
     sizes = (0, 5, 20, 60, 1000)
-    out = km.rank1_with_distractors(p, pl, g, gl, d, num_distractors=sizes, seed=7,
-                                    metric=metric, max_block_bytes=2000)
+    out = km.rank1_with_distractors(
+        p, pl, g, gl, d, num_distractors=sizes, seed=7, metric=metric, max_block_bytes=2000
+    )
     assert list(out) == [0, 5, 20, 60]  # 1000 > available distractors: dropped
     perm = np.random.default_rng(7).permutation(60)
     for n in out:
@@ -162,15 +163,16 @@ def test_any_magnitude_gives_the_unscaled_ranks(rng, metric, scale):
     np.testing.assert_array_equal(
         km.identification_ranks(p * scale, pl, g * scale, gl, metric=metric), expected
     )
-    want = km.rank1_with_distractors(p, pl, g, gl, d, num_distractors=(0, 10, 30),
-                                     metric=metric)
-    got = km.rank1_with_distractors(p * scale, pl, g * scale, gl, d * scale,
-                                    num_distractors=(0, 10, 30), metric=metric)
+    want = km.rank1_with_distractors(p, pl, g, gl, d, num_distractors=(0, 10, 30), metric=metric)
+    got = km.rank1_with_distractors(
+        p * scale, pl, g * scale, gl, d * scale, num_distractors=(0, 10, 30), metric=metric
+    )
     assert got == want
     keep = gl < 8
     want = km.dir_at_far(p, pl, g[keep], gl[keep], far_targets=(0.5, 0.1), metric=metric)
-    got = km.dir_at_far(p * scale, pl, g[keep] * scale, gl[keep], far_targets=(0.5, 0.1),
-                        metric=metric)
+    got = km.dir_at_far(
+        p * scale, pl, g[keep] * scale, gl[keep], far_targets=(0.5, 0.1), metric=metric
+    )
     assert got["dir"] == want["dir"]
     unit = 1.0 if metric == "cosine" else scale
     for f, t in want["threshold"].items():

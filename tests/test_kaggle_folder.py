@@ -21,12 +21,19 @@ def _rows(path):
 @pytest.mark.slow
 def test_kaggle_folder_smoke(tmp_path):
     out = tmp_path / "output"
-    env = dict(os.environ, KERAS_MARGINS_CACHE=str(tmp_path / "glyph_cache"),
-               KERAS_BACKEND="tensorflow")
+    env = dict(
+        os.environ, KERAS_MARGINS_CACHE=str(tmp_path / "glyph_cache"), KERAS_BACKEND="tensorflow"
+    )
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the script must silence TensorFlow itself
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, SCRIPT, "--smoke", "--output", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--smoke", "--output", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     for banner in ("oneDNN custom operations", "cuda drivers", "cuInit"):

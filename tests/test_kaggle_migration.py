@@ -23,8 +23,9 @@ class ArcMarginProduct(keras.layers.Layer):
         self.easy_margin, self.ls_eps = easy_margin, ls_eps
 
     def build(self, input_shape):
-        self.W = self.add_weight(name="W", shape=(int(input_shape[0][-1]), self.n_classes),
-                                 initializer="glorot_uniform")
+        self.W = self.add_weight(
+            name="W", shape=(int(input_shape[0][-1]), self.n_classes), initializer="glorot_uniform"
+        )
 
     def call(self, inputs):
         x, y = inputs
@@ -37,8 +38,11 @@ class ArcMarginProduct(keras.layers.Layer):
         if self.easy_margin:
             phi = ops.where(cosine > 0, phi, cosine)
         else:
-            phi = ops.where(cosine > math.cos(math.pi - self.m), phi,
-                            cosine - math.sin(math.pi - self.m) * self.m)
+            phi = ops.where(
+                cosine > math.cos(math.pi - self.m),
+                phi,
+                cosine - math.sin(math.pi - self.m) * self.m,
+            )
         one_hot = ops.one_hot(ops.cast(y, "int32"), self.n_classes)
         if self.ls_eps > 0:
             one_hot = (1 - self.ls_eps) * one_hot + self.ls_eps / self.n_classes
@@ -61,17 +65,19 @@ def test_ported_kernel_gives_the_notebook_logits(rng, easy_margin, m):
     y = rng.integers(0, n_classes, size=64)
     # Notebook name -> keras_margins argument: n_classes -> num_classes, s -> scale,
     # m -> margin, easy_margin -> easy_margin. The kernel has the same (D, C) layout.
-    head = km.ArcMarginLayer(num_classes=n_classes, scale=30.0, margin=m,
-                             easy_margin=easy_margin)
+    head = km.ArcMarginLayer(num_classes=n_classes, scale=30.0, margin=m, easy_margin=easy_margin)
     head.build([(None, dim), (None,)])
     head.set_weights(nb_head.get_weights())
     ours = keras.ops.convert_to_numpy(head([x, y]))
     theirs = keras.ops.convert_to_numpy(model([x, y]))
     np.testing.assert_allclose(ours, theirs, atol=3e-4, rtol=0)  # 1e-5 relative to s = 30
     # Without labels (inference) both are s * cos.
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(head(x)),
-                               keras.ops.convert_to_numpy(model([x, np.full(64, -1)])),
-                               atol=3e-4, rtol=0)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(head(x)),
+        keras.ops.convert_to_numpy(model([x, np.full(64, -1)])),
+        atol=3e-4,
+        rtol=0,
+    )
 
 
 def test_port_from_a_notebook_weights_file(rng, tmp_path):
@@ -81,16 +87,20 @@ def test_port_from_a_notebook_weights_file(rng, tmp_path):
     model.save_weights(path)
     found = []
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset)
-                     else None)
+        f.visititems(
+            lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None
+        )
         assert len(found) == 1 and found[0].endswith("arc_margin_product/vars/0"), found
         kernel = f[found[0]][()]
     head = km.ArcMarginLayer(num_classes=7, scale=30.0, margin=0.5)
     head.build([(None, 8), (None,)])
     head.set_weights([kernel])
     x, y = rng.normal(size=(5, 8)).astype("float32"), np.arange(5)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(head([x, y])),
-                               keras.ops.convert_to_numpy(model([x, y])), atol=3e-4)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(head([x, y])),
+        keras.ops.convert_to_numpy(model([x, y])),
+        atol=3e-4,
+    )
 
 
 def test_ls_eps_is_not_label_smoothing(rng):

@@ -38,11 +38,15 @@ def ref_logits(x, kernel, bias, alpha):
         n = np.linalg.norm(x[i])
         f = alpha * x[i] / n if n > 0 else np.zeros_like(x[i])
         for j in range(kernel.shape[1]):
-            out[i, j] = f @ np.asarray(kernel[:, j], np.float64) + (0.0 if bias is None else bias[j])
+            out[i, j] = f @ np.asarray(kernel[:, j], np.float64) + (
+                0.0 if bias is None else bias[j]
+            )
     return out
 
 
-@pytest.mark.parametrize("c,p", [(3, 0.9), (10, 0.9), (100, 0.9), (10575, 0.9), (10, 0.5), (50, 0.99)])
+@pytest.mark.parametrize(
+    "c,p", [(3, 0.9), (10, 0.9), (100, 0.9), (10575, 0.9), (10, 0.5), (50, 0.99)]
+)
 def test_alpha_lower_bound_values(c, p):
     expected = math.log(p * (c - 2) / (1 - p))
     assert l2_softmax_alpha_lower_bound(c, p) == pytest.approx(expected, rel=1e-12)
@@ -58,8 +62,14 @@ def test_alpha_lower_bound_known_numbers():
 
 @pytest.mark.parametrize(
     "args,argname",
-    [((2, 0.9), "num_classes"), ((1, 0.9), "num_classes"), ((10, 0.0), "p"), ((10, 1.0), "p"),
-     ((10, 1.5), "p"), ((10.0, 0.9), "num_classes")],
+    [
+        ((2, 0.9), "num_classes"),
+        ((1, 0.9), "num_classes"),
+        ((10, 0.0), "p"),
+        ((10, 1.0), "p"),
+        ((10, 1.5), "p"),
+        ((10.0, 0.9), "num_classes"),
+    ],
 )
 def test_alpha_lower_bound_rejects_bad_input(args, argname):
     with pytest.raises(ValueError, match=f"`{argname}`"):
@@ -90,7 +100,9 @@ def test_feature_scaling_layer_alone(rng):
     norms = np.linalg.norm(y, axis=1)
     np.testing.assert_allclose(np.delete(norms, 3), 3.5, rtol=1e-6)
     assert np.all(y[3] == 0.0)
-    np.testing.assert_allclose(y[0], 3.5 * x[0] / np.linalg.norm(x[0].astype(np.float64)), rtol=1e-6)
+    np.testing.assert_allclose(
+        y[0], 3.5 * x[0] / np.linalg.norm(x[0].astype(np.float64)), rtol=1e-6
+    )
     # In front of an ordinary classifier.
     model = keras.Sequential(
         [keras.Input((5,)), ScaledL2Normalization(alpha=8.0), keras.layers.Dense(3)]
@@ -102,7 +114,9 @@ def test_feature_scaling_layer_alone(rng):
 def test_gradients_match_finite_differences(trainable_alpha, rng):
     x = rng.normal(size=(5, 3)).astype("float32")
     labels = rng.integers(0, 4, size=5).astype("int32")
-    head = L2Softmax(4, alpha=6.0, trainable_alpha=trainable_alpha, bias_initializer="random_normal")
+    head = L2Softmax(
+        4, alpha=6.0, trainable_alpha=trainable_alpha, bias_initializer="random_normal"
+    )
     head.build((None, 3))
     kernel = keras.ops.convert_to_numpy(head.kernel).astype(np.float64)
     bias = keras.ops.convert_to_numpy(head.bias).astype(np.float64)
@@ -117,13 +131,19 @@ def test_gradients_match_finite_differences(trainable_alpha, rng):
     )
     np.testing.assert_allclose(
         grads[0],
-        numerical_gradient(lambda v: ref_cross_entropy(ref_logits(v, kernel, bias, 6.0), labels), x),
-        rtol=2e-3, atol=2e-5,
+        numerical_gradient(
+            lambda v: ref_cross_entropy(ref_logits(v, kernel, bias, 6.0), labels), x
+        ),
+        rtol=2e-3,
+        atol=2e-5,
     )
     np.testing.assert_allclose(
         grads[1],
-        numerical_gradient(lambda w: ref_cross_entropy(ref_logits(x, w, bias, 6.0), labels), kernel),
-        rtol=2e-3, atol=2e-5,
+        numerical_gradient(
+            lambda w: ref_cross_entropy(ref_logits(x, w, bias, 6.0), labels), kernel
+        ),
+        rtol=2e-3,
+        atol=2e-5,
     )
     if trainable_alpha:
         # alpha = exp(log_alpha): d loss / d log_alpha = alpha * d loss / d alpha.
@@ -159,8 +179,10 @@ def test_mixed_precision_and_edges(policy, rng):
     for g in [logits, loss, *grads]:
         assert np.all(np.isfinite(to_numpy(cast(g, "float32"))))
     expected = ref_logits(
-        to_numpy(cast(xt, "float32")).astype(np.float64), keras.ops.convert_to_numpy(head.kernel),
-        keras.ops.convert_to_numpy(head.bias), head.alpha,
+        to_numpy(cast(xt, "float32")).astype(np.float64),
+        keras.ops.convert_to_numpy(head.kernel),
+        keras.ops.convert_to_numpy(head.bias),
+        head.alpha,
     )
     np.testing.assert_allclose(to_numpy(logits), expected, atol=1e-5)
 

@@ -86,8 +86,9 @@ def test_layer_mixed_precision_gives_float32(name, cls):
     half = harness.layer_inputs(reference, dtype="float16")
     out = layer(half, training=False) if harness.is_head_like(layer) else layer(half)
     keras.config.set_dtype_policy("float32")
-    if isinstance(layer, (km.MarginHead, km.L2Softmax, km.ScaledL2Normalization,
-                          km.L2Normalization)):
+    if isinstance(
+        layer, (km.MarginHead, km.L2Softmax, km.ScaledL2Normalization, km.L2Normalization)
+    ):
         assert keras.backend.standardize_dtype(out.dtype) == "float32"
     # float16 inputs: the values agree to float16's precision of the inputs.
     np.testing.assert_allclose(

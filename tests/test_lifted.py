@@ -170,9 +170,11 @@ def test_fit_on_digits_lowers_the_loss():
     x, _, y, _ = load_digits_split()
     rng = np.random.default_rng(0)
     idx = np.concatenate([rng.permutation(len(x))[:640] for _ in range(2)])
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation="relu"),
-                              keras.layers.Dense(8)])
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=km.LiftedStructLoss(),
-                  jit_compile=True)
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(8)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss=km.LiftedStructLoss(), jit_compile=True
+    )
     history = model.fit(x[idx], y[idx], batch_size=64, epochs=4, shuffle=False, verbose=0)
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0], history.history

@@ -92,7 +92,7 @@ print("RESULT" + json.dumps(out))
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    got = json.loads(line[len("RESULT"):])
+    got = json.loads(line[len("RESULT") :])
     for name, value in expected.items():
         np.testing.assert_allclose(got[name][0], value, rtol=1e-5, err_msg=name)
         assert got[name][1], f"{name}: the loaded model's loss is not keras_margins.{name}"

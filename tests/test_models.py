@@ -26,24 +26,29 @@ def test_one_hot_label_input_gives_the_sparse_logits(rng, tmp_path):
     one_hot_model, embed = km.build_models(backbone, head, label_input="one_hot")
     assert tuple(one_hot_model.inputs[-1].shape) == (None, 5)
     y1 = np.eye(5, dtype="float32")[y]
-    np.testing.assert_allclose(one_hot_model.predict([x, y1], verbose=0),
-                               sparse_model.predict([x, y], verbose=0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        one_hot_model.predict([x, y1], verbose=0),
+        sparse_model.predict([x, y], verbose=0),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     # The notebook pipeline: one-hot targets, categorical cross-entropy.
-    one_hot_model.compile(keras.optimizers.Adam(1e-2),
-                          keras.losses.CategoricalCrossentropy(from_logits=True))
+    one_hot_model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.CategoricalCrossentropy(from_logits=True)
+    )
     history = one_hot_model.fit([x, y1], y1, epochs=4, batch_size=8, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     # Saved and reloaded without custom_objects.
     path = os.path.join(str(tmp_path), "one_hot.keras")
     one_hot_model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(loaded.predict([x, y1], verbose=0),
-                               one_hot_model.predict([x, y1], verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict([x, y1], verbose=0), one_hot_model.predict([x, y1], verbose=0), atol=1e-6
+    )
     # The embedding model is the same as with sparse labels, and export finds it.
     assert [tuple(t.shape) for t in embed.inputs] == [(None, 8)]
     found = km.get_embedding_model(one_hot_model)
-    np.testing.assert_allclose(found.predict(x, verbose=0), embed.predict(x, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(found.predict(x, verbose=0), embed.predict(x, verbose=0), atol=1e-6)
 
 
 def test_label_dtypes():
@@ -56,8 +61,9 @@ def test_label_dtypes():
         with pytest.raises(ValueError, match="label_dtype"):
             km.build_models(backbone, km.ArcFace(num_classes=3), label_dtype=bad)
     with pytest.raises(ValueError, match="label_dtype"):
-        km.build_models(backbone, km.ArcFace(num_classes=3), label_input="one_hot",
-                        label_dtype="string")
+        km.build_models(
+            backbone, km.ArcFace(num_classes=3), label_input="one_hot", label_dtype="string"
+        )
 
 
 @pytest.mark.parametrize("scale", [1e-30, 1e-8, 1.0, 1e20, 1e30])
@@ -149,8 +155,14 @@ def _run(script, *args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     env["KERAS_BACKEND"] = "tensorflow"
-    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
-                         env=env, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, script, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
     import json
 
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
@@ -185,8 +197,9 @@ def test_load_model_of_float32_archives_is_plain_load(tmp_path, rng):
     model.save(path)
     assert km.saved_dtype_policy(path) is None
     x, y = rng.normal(size=(4, 8)).astype("float32"), np.arange(4) % 3
-    np.testing.assert_allclose(km.load_model(path).predict([x, y], verbose=0),
-                               model.predict([x, y], verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        km.load_model(path).predict([x, y], verbose=0), model.predict([x, y], verbose=0), atol=1e-6
+    )
     with pytest.raises(ValueError, match="path"):
         km.saved_dtype_policy(__file__)
 

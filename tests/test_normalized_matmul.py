@@ -109,8 +109,12 @@ def test_target_output_and_gradients_match_finite_differences(sub_centers, use, 
 
     def loss(a, b, inv_scale):
         out, cos_y = normalized_matmul_with_target(
-            a, ops.transpose(b) if transposed else b, cast(index, "int32"), inv_scale,
-            sub_centers, transposed,
+            a,
+            ops.transpose(b) if transposed else b,
+            cast(index, "int32"),
+            inv_scale,
+            sub_centers,
+            transposed,
         )
         total = 0.0
         if w_out:
@@ -129,8 +133,12 @@ def test_target_output_and_gradients_match_finite_differences(sub_centers, use, 
 
     inv_scale = (1.0 / scale).astype("float32")
     out, cos_y = normalized_matmul_with_target(
-        cast(xs, "float32"), cast(np.ascontiguousarray(w.T) if transposed else w, "float32"),
-        cast(index, "int32"), cast(inv_scale, "float32"), sub_centers, transposed,
+        cast(xs, "float32"),
+        cast(np.ascontiguousarray(w.T) if transposed else w, "float32"),
+        cast(index, "int32"),
+        cast(inv_scale, "float32"),
+        sub_centers,
+        transposed,
     )
     np.testing.assert_allclose(to_numpy(out), ref_out(xs, w), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
@@ -141,7 +149,7 @@ def test_target_output_and_gradients_match_finite_differences(sub_centers, use, 
     for got, wrt, arg in ((gx, xs, 0), (gw, w, 1), (gs, inv_scale, 2)):
         args = [xs, w, inv_scale]
 
-        def f(v, arg=arg):
+        def f(v, arg=arg, args=args):
             a = list(args)
             a[arg] = v
             return ref(*a)

@@ -68,7 +68,9 @@ def test_npairs_matches_reference_with_duplicates(seed):
     s = (rng.normal(size=(10, 10)) * 4).astype("float32")
     np.testing.assert_allclose(float(km.npairs_loss(y, s)), ref_npairs(y, s), rtol=1e-5)
     np.testing.assert_allclose(float(km.NpairsLoss()(y, s)), ref_npairs(y, s), rtol=1e-5)
-    np.testing.assert_allclose(float(km.npairs_loss(y.reshape(-1, 1), s)), ref_npairs(y, s), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(km.npairs_loss(y.reshape(-1, 1), s)), ref_npairs(y, s), rtol=1e-5
+    )
 
 
 def test_npairs_multilabel_with_single_labels_equals_npairs(case):
@@ -85,7 +87,9 @@ def test_multilabel_matches_reference(seed):
     y = (rng.random((10, 4)) < 0.4).astype("float32")
     y[0] = 0.0
     s = (rng.normal(size=(10, 10)) * 3).astype("float32")
-    np.testing.assert_allclose(float(km.npairs_multilabel_loss(y, s)), ref_multilabel(y, s), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(km.npairs_multilabel_loss(y, s)), ref_multilabel(y, s), rtol=1e-5
+    )
 
 
 def test_multilabel_sparse_labels(multi):

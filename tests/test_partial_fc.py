@@ -132,15 +132,15 @@ def test_training_logits_are_full_logits_on_sampled_columns(kind, sub_centers, r
     assert logits.shape == (batch, 12)
     np.testing.assert_array_equal(classes[remapped], labels)
 
-    full = reference_logits(
-        x, kernel, labels, kind, 30.0, MARGINS[kind], sub_centers=sub_centers
-    )
+    full = reference_logits(x, kernel, labels, kind, 30.0, MARGINS[kind], sub_centers=sub_centers)
     np.testing.assert_allclose(logits, full[:, classes], atol=2e-4, rtol=0)
     # the full cross-entropy restricted to the sampled classes is the added loss
     z = full[:, classes]
-    ce = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1) - z[
-        np.arange(batch), remapped
-    ]
+    ce = (
+        np.log(np.exp(z - z.max(1, keepdims=True)).sum(1))
+        + z.max(1)
+        - z[np.arange(batch), remapped]
+    )
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(layers[0].losses[0]), ce.mean(), rtol=1e-4
     )

@@ -165,8 +165,10 @@ def test_sphere_title_legend_outside_and_three_ticks(rng, tmp_path):
     # Without centres the lines are mean directions, and the title says so.
     assert ax.get_title() == "Normalized features and class mean directions"
     centers = rng.normal(size=(4, 3))
-    assert (plot_features_on_sphere(x, labels, centers=centers).axes[0].get_title()
-            == "Normalized features and class centres")
+    assert (
+        plot_features_on_sphere(x, labels, centers=centers).axes[0].get_title()
+        == "Normalized features and class centres"
+    )
     fig = plot_features_on_sphere(x, labels, title=None, path=str(tmp_path / "s.png"))
     ax = fig.axes[0]
     assert ax.get_title() == "" and not fig.texts

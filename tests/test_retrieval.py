@@ -33,12 +33,16 @@ def test_map_at_k_and_new_individual():
     )
     assert km.map_at_k(["b"], [["x", "y", "z", "w", "v", "b"]], k=5) == 0.0  # beyond k
     preds = km.predict_labels(
-        [[0.9, 0.85, 0.6, 0.4, 0.3, 0.2]], [[3, 3, 5, 7, 8, 9]], k=5, new_label=-1,
+        [[0.9, 0.85, 0.6, 0.4, 0.3, 0.2]],
+        [[3, 3, 5, 7, 8, 9]],
+        k=5,
+        new_label=-1,
         new_threshold=0.5,
     )
     assert preds == [[3, 5, -1, 7, 8]]  # duplicate 3 dropped, "new" where similarity < 0.5
-    preds = km.predict_labels([[4.0, 1.0]], [[1, 2]], k=5, new_label=-1, new_threshold=2.0,
-                              metric="euclidean")
+    preds = km.predict_labels(
+        [[4.0, 1.0]], [[1, 2]], k=5, new_label=-1, new_threshold=2.0, metric="euclidean"
+    )
     assert preds == [[-1, 1, 2]]  # distance 4 > 2: new individual first
     assert km.predict_labels([[0.9, 0.8]], [[1, 2]], k=5, new_label=-1, new_threshold=0.5) == [
         [1, 2, -1]
@@ -49,8 +53,9 @@ def ref_retrieval(q, ql, g, gl, metric, self_search):
     s = ref_sim(q, g, metric)
     p1, rec5, aps = [], [], []
     for i in range(len(q)):
-        order = sorted((j for j in range(len(g)) if not (self_search and j == i)),
-                       key=lambda j: (-s[i, j], j))
+        order = sorted(
+            (j for j in range(len(g)) if not (self_search and j == i)), key=lambda j: (-s[i, j], j)
+        )
         hits = [gl[j] == ql[i] for j in order]
         p1.append(hits[0])
         rec5.append(any(hits[:5]))
@@ -126,8 +131,9 @@ def test_match_f1_sweep_matches_brute_force(rng, metric, include_self):
     ql = rng.integers(0, 8, 45)
     q = centres[ql] + 0.6 * rng.normal(size=(45, 4))
     thresholds = np.linspace(-0.5, 1, 16) if metric == "cosine" else np.linspace(0, 4, 17)
-    out = km.match_f1_sweep(q, ql, thresholds=thresholds, metric=metric,
-                            include_self=include_self, max_block_bytes=5000)
+    out = km.match_f1_sweep(
+        q, ql, thresholds=thresholds, metric=metric, include_self=include_self, max_block_bytes=5000
+    )
     ref = [ref_match_f1(q, ql, q, ql, t, metric, True, include_self) for t in out["thresholds"]]
     np.testing.assert_allclose(out["f1"], ref, rtol=1e-12)
     best = int(np.argmax(ref))
@@ -206,8 +212,9 @@ def ref_map5(q, ql, g, gl, metric, self_search, new_label=None, new_threshold=No
     s = ref_sim(q, g, metric)
     total = 0.0
     for i in range(len(q)):
-        order = sorted((j for j in range(len(g)) if not (self_search and j == i)),
-                       key=lambda j: (-s[i, j], j))
+        order = sorted(
+            (j for j in range(len(g)) if not (self_search and j == i)), key=lambda j: (-s[i, j], j)
+        )
         labels_present = {gl[j] for j in order}
         truth = ql[i] if ql[i] in labels_present else new_label
         preds, inserted = [], new_threshold is None
@@ -235,8 +242,11 @@ def test_map5_reads_past_the_first_neighbours():
     gl = np.array([0] * 20 + [1])
     q = np.array([[np.cos(0.2), np.sin(0.2)]])
     out = km.retrieval_metrics(q, [1], g, gl, ks=(1,))
-    assert out["map@5"] == pytest.approx(0.5) == pytest.approx(ref_map5(q, [1], g, gl,
-                                                                        "cosine", False))
+    assert (
+        out["map@5"]
+        == pytest.approx(0.5)
+        == pytest.approx(ref_map5(q, [1], g, gl, "cosine", False))
+    )
     # With a threshold between neighbours 20 and 21 the new individual comes second and the
     # true label third (the old code put "new" second and never found label 1).
     out = km.retrieval_metrics(q, [1], g, gl, ks=(1,), new_label=-1, new_threshold=0.5)
@@ -262,18 +272,24 @@ def test_map5_matches_full_list_reference(rng, metric, self_search):
     thresholds = (None, 0.3, 0.8) if metric == "cosine" else (None, 0.5, 1.5)
     for t in thresholds:
         kwargs = {} if t is None else {"new_label": -1, "new_threshold": t}
-        out = km.retrieval_metrics(q, ql, g, gl, ks=(1,), metric=metric,
-                                   max_block_bytes=3000, **kwargs)
+        out = km.retrieval_metrics(
+            q, ql, g, gl, ks=(1,), metric=metric, max_block_bytes=3000, **kwargs
+        )
         ref = ref_map5(q, ql, qq, qql, metric, self_search, kwargs.get("new_label"), t)
         assert out["map@5"] == pytest.approx(ref, abs=1e-12)
         # ... and agrees with predict_labels + map_at_k on the full neighbour list.
         n = len(qq) - (1 if self_search else 0)
         values, idx = km.nearest_neighbors(q, qq, k=n, metric=metric, exclude_self=self_search)
         preds = km.predict_labels(values, np.asarray(qql)[idx], k=5, metric=metric, **kwargs)
-        present = [lab if np.sum(np.asarray(qql) == lab) > (1 if self_search else 0) else
-                   kwargs.get("new_label") for lab in np.asarray(ql).tolist()]
-        assert out["map@5"] == pytest.approx(km.map_at_k(np.array(present, dtype=object),
-                                                         preds, k=5), abs=1e-12)
+        present = [
+            lab
+            if np.sum(np.asarray(qql) == lab) > (1 if self_search else 0)
+            else kwargs.get("new_label")
+            for lab in np.asarray(ql).tolist()
+        ]
+        assert out["map@5"] == pytest.approx(
+            km.map_at_k(np.array(present, dtype=object), preds, k=5), abs=1e-12
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,8 +299,10 @@ def test_map5_matches_full_list_reference(rng, metric, self_search):
 
 @pytest.mark.parametrize(
     "dtype, scales",
-    [("float32", [2.0**-100, 2.0**-60, 1e-20, 1e20, 2.0**70, 2.0**100]),
-     ("float64", [2.0**-1000, 1e-200, 1e160, 2.0**530, 2.0**1000])],
+    [
+        ("float32", [2.0**-100, 2.0**-60, 1e-20, 1e20, 2.0**70, 2.0**100]),
+        ("float64", [2.0**-1000, 1e-200, 1e160, 2.0**530, 2.0**1000]),
+    ],
 )
 def test_results_do_not_depend_on_the_magnitude(rng, dtype, scales):
     # Issue 12: above ~1e19 (float32) the squared norms overflowed (cosines 0, wrong
@@ -312,15 +330,13 @@ def test_results_do_not_depend_on_the_magnitude(rng, dtype, scales):
             if exact:
                 np.testing.assert_array_equal(idx, want[metric][1])
             else:
-                assert_valid_topk(idx, ref_sim(base, base, metric), 5, tol=1e-5,
-                                  exclude_self=True)
+                assert_valid_topk(idx, ref_sim(base, base, metric), 5, tol=1e-5, exclude_self=True)
         if exact:
             assert km.match_f1(xs, labels, threshold=0.4) == f1_cos
             assert km.match_f1(xs, labels, threshold=1.7 * scale, metric="euclidean") == f1_euc
             out = km.match_f1_sweep(xs, labels, metric="euclidean")
             np.testing.assert_array_equal(out["f1"], sweep["f1"])
-            np.testing.assert_allclose(out["thresholds"] / scale, sweep["thresholds"],
-                                       rtol=1e-12)
+            np.testing.assert_allclose(out["thresholds"] / scale, sweep["thresholds"], rtol=1e-12)
             assert km.retrieval_metrics(xs, labels, ks=(1, 5)) == metrics
 
 

@@ -53,8 +53,12 @@ def test_small_classes_drop():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"p": 0}, "p"), ({"k": 1}, "k"), ({"small_classes": "pad"}, "small_classes"),
-     ({"p": 2.0}, "p")],
+    [
+        ({"p": 0}, "p"),
+        ({"k": 1}, "k"),
+        ({"small_classes": "pad"}, "small_classes"),
+        ({"p": 2.0}, "p"),
+    ],
 )
 def test_bad_arguments_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -73,8 +77,12 @@ def test_dataset_trains_a_triplet_model():
     epochs = [np.concatenate([b[1].numpy() for b in ds]) for _ in range(2)]
     assert not np.array_equal(epochs[0], epochs[1])  # a new draw each epoch
     model = keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(8),
-         keras.layers.UnitNormalization()]
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(8),
+            keras.layers.UnitNormalization(),
+        ]
     )
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=km.TripletSemiHardLoss(margin=0.5))
     hist = model.fit(ds, epochs=4, verbose=0)

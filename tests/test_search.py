@@ -61,8 +61,9 @@ def test_duplicate_gallery_rows_tie_by_index(dtype, metric, block):
     x = _issue12_gallery(dtype)
     ref = ref_sim(x, x, metric)
     for k in (1, 2, 5, 23):
-        _, idx = km.nearest_neighbors(x, x, k=k, metric=metric, exclude_self=True,
-                                      max_block_bytes=block)
+        _, idx = km.nearest_neighbors(
+            x, x, k=k, metric=metric, exclude_self=True, max_block_bytes=block
+        )
         _, ridx = ref_knn(x, x, k, metric, exclude_self=True)
         np.testing.assert_array_equal(idx, ridx)
         assert_valid_topk(idx, ref, k, tol=1e-6, exclude_self=True)
@@ -105,14 +106,21 @@ def test_duplicate_rows_tie_under_other_blas_kernels():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 8)).astype("float32")[rng.integers(0, 4, 24)]
     g = rng.choice([-1.0, 1.0], size=(3000, 8)).astype("float32")
-    expected = [ref_knn(x, x, 5, "cosine", exclude_self=True)[1].tolist(),
-                ref_knn(g[:6], g, 15, "cosine")[1].tolist()]
+    expected = [
+        ref_knn(x, x, 5, "cosine", exclude_self=True)[1].tolist(),
+        ref_knn(g[:6], g, 15, "cosine")[1].tolist(),
+    ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for core in ("Haswell", "Zen"):
-        env = dict(os.environ, OPENBLAS_CORETYPE=core, PYTHONPATH=root,
-                   TF_CPP_MIN_LOG_LEVEL="3")
-        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                text=True, timeout=300, check=False)
+        env = dict(os.environ, OPENBLAS_CORETYPE=core, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert eval(result.stdout.strip().splitlines()[-1]) == expected, core
 

@@ -106,8 +106,12 @@ def test_pair_shapes_are_not_broadcast(shape_a, shape_b):
     with pytest.raises(ValueError, match="PairDistance"):
         PairDistance()([a, b])
     with pytest.raises(ValueError, match="PairDistance"):
-        PairDistance("cosine")([keras.Input(shape_a[1:], batch_size=shape_a[0]),
-                                keras.Input(shape_b[1:], batch_size=shape_b[0])])
+        PairDistance("cosine")(
+            [
+                keras.Input(shape_a[1:], batch_size=shape_a[0]),
+                keras.Input(shape_b[1:], batch_size=shape_b[0]),
+            ]
+        )
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])

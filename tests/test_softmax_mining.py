@@ -112,7 +112,8 @@ def test_focal_softmax_gradient_and_extreme_logits(gamma, rng):
     np.testing.assert_allclose(
         g,
         numerical_gradient(lambda z: ref_focal(z, labels, gamma), logits),
-        rtol=1e-3, atol=1e-5,
+        rtol=1e-3,
+        atol=1e-5,
     )
     # Scaled margin logits: one sample hopelessly wrong (p_y ~ e^-100), one perfectly right
     # (p_y = 1 in float32). Values exact, gradients finite and the wrong one still pushed.
@@ -124,8 +125,11 @@ def test_focal_softmax_gradient_and_extreme_logits(gamma, rng):
         return keras.ops.mean(per_sample), per_sample
 
     _, (g,), per_sample = value_and_grads(loss_fn, extreme, has_aux=True)
-    np.testing.assert_allclose(per_sample, [ref_focal(extreme[:1], y[:1], gamma),
-                                                    ref_focal(extreme[1:], y[1:], gamma)], rtol=1e-5)
+    np.testing.assert_allclose(
+        per_sample,
+        [ref_focal(extreme[:1], y[:1], gamma), ref_focal(extreme[1:], y[1:], gamma)],
+        rtol=1e-5,
+    )
     assert per_sample[0] > 99.0  # Keras's clipped focal loss would stop at ~16.1
     assert np.all(np.isfinite(g)) and g[0, 0] < -0.4
 
@@ -137,7 +141,7 @@ def test_losses_accept_label_forms_and_xla(rng):
         a = float(loss(labels, logits))
         assert float(loss(labels[:, None], logits)) == pytest.approx(a)
         assert float(loss(labels.astype("float32"), logits)) == pytest.approx(a)
-        xla = compiled(lambda y, z: loss(y, z))
+        xla = compiled(lambda y, z, loss=loss: loss(y, z))
         yt, zt = keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(logits)
         got = float(to_numpy(xla(yt, zt)))
         assert got == pytest.approx(a, rel=1e-5)

@@ -77,9 +77,9 @@ def make_inputs(rng, batch=16, dim=6, num_classes=5):
 
 
 def psi_of_theta(theta, m):
-    return keras.ops.convert_to_numpy(
-        sphereface_psi(cast(np.cos(theta), "float32"), m)
-    ).astype(np.float64)
+    return keras.ops.convert_to_numpy(sphereface_psi(cast(np.cos(theta), "float32"), m)).astype(
+        np.float64
+    )
 
 
 # --------------------------------------------------------------------------- psi
@@ -129,7 +129,7 @@ def test_non_integer_margin_is_never_truncated():
     assert np.all(np.abs(got - np.cos(theta)) > 0.05)
 
 
-# --------------------------------------------------------------------------- logits, loss, gradients
+# ------------------------------------------------------------------------ logits, loss, gradients
 
 
 @pytest.mark.parametrize("margin", [4, 2.5])
@@ -139,7 +139,9 @@ def test_logits_match_reference(margin, scale, rng):
     head = built_head(kernel, margin=margin, scale=scale)  # step 0: lambda = 1000
     got = keras.ops.convert_to_numpy(head([x, labels]))
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, ref_logits(x, kernel, labels, margin, 1000.0, scale), atol=2e-4 * (scale or 4))
+    np.testing.assert_allclose(
+        got, ref_logits(x, kernel, labels, margin, 1000.0, scale), atol=2e-4 * (scale or 4)
+    )
 
     plain = SphereFace(5, margin=margin, scale=scale, lambda_base=0.0, lambda_min=0.0)
     plain.build((None, 6))
@@ -154,7 +156,9 @@ def test_logits_match_reference(margin, scale, rng):
     norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
     cos = (x / norms) @ (kernel / np.linalg.norm(kernel, axis=0))
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(plain(x)), (norms if scale is None else scale) * cos, atol=1e-4 * 8
+        keras.ops.convert_to_numpy(plain(x)),
+        (norms if scale is None else scale) * cos,
+        atol=1e-4 * 8,
     )
 
 
@@ -190,6 +194,7 @@ def test_edges_are_finite_in_values_and_gradients(margin, policy):
     )
     labels = np.array([0, 1, 2, 2], "int32")
     head = built_head(kernel, margin=margin, lambda_base=0.0, lambda_min=0.0)
+
     def loss_fn(xt):
         logits = head([xt, labels])
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
@@ -269,7 +274,11 @@ def test_step_advances_once_per_fit_step_and_resumes_after_load(jit_compile, tmp
         jit_compile=jit_compile,
     )
     hist = train_model.fit(
-        [x_train, y_train], y_train, batch_size=32, epochs=2, verbose=0,
+        [x_train, y_train],
+        y_train,
+        batch_size=32,
+        epochs=2,
+        verbose=0,
         validation_data=([x_test, y_test], y_test),
     )
     assert int(to_numpy(head.step)) == 20

@@ -15,8 +15,10 @@ def test_open_set_split_disjoint_complete_and_seeded(rng):
     # Every sample is on exactly one side, with its original label recoverable.
     ids = np.concatenate([split.x_train[:, 0], split.x_test[:, 0]]).astype(int)
     assert sorted(ids) == list(range(600))
-    for xs, ys, classes in ((split.x_train, split.y_train, split.train_classes),
-                            (split.x_test, split.y_test, split.test_classes)):
+    for xs, ys, classes in (
+        (split.x_train, split.y_train, split.train_classes),
+        (split.x_test, split.y_test, split.test_classes),
+    ):
         np.testing.assert_array_equal(classes[ys], y[xs[:, 0].astype(int)])
     assert split.y_train.max() == 7 and split.y_test.max() == 3
     assert split.test_names == tuple("abcdefghijkl"[c] for c in split.test_classes)

@@ -71,8 +71,15 @@ def test_match_predictions_match_brute_force(rng, max_matches, min_matches, chun
     ids = [f"p{i}" for i in range(len(x))]
     threshold = 0.6
     assert no_near_ties(cosine_matrix(x, x), threshold)
-    got = km.match_predictions(x, ids, threshold=threshold, max_matches=max_matches,
-                               min_matches=min_matches, chunk_size=chunk, max_block_bytes=2048)
+    got = km.match_predictions(
+        x,
+        ids,
+        threshold=threshold,
+        max_matches=max_matches,
+        min_matches=min_matches,
+        chunk_size=chunk,
+        max_block_bytes=2048,
+    )
     assert got == ref_matches(x, ids, threshold, max_matches, min_matches)
     assert all(len(m) <= max_matches and len(m) >= min_matches for m in got)
 
@@ -93,9 +100,14 @@ def test_match_predictions_f1_equals_match_f1(rng):
 def test_match_predictions_against_gallery_and_euclidean(rng):
     x, _ = clustered(rng)
     q, g = x[:20], x[20:]
-    got = km.match_predictions(q, threshold=0.6, max_matches=5, min_matches=0,
-                               gallery_embeddings=g,
-                               gallery_ids=np.arange(20, len(x)))
+    got = km.match_predictions(
+        q,
+        threshold=0.6,
+        max_matches=5,
+        min_matches=0,
+        gallery_embeddings=g,
+        gallery_ids=np.arange(20, len(x)),
+    )
     sims = cosine_matrix(q, g)
     for i, row in enumerate(got):
         order = sorted(range(len(g)), key=lambda j: (-sims[i, j], j))[:5]
@@ -114,19 +126,23 @@ def test_identity_predictions_match_brute_force(rng):
     names = np.array([f"id{v}" for v in gl], dtype=object)
     for new_threshold in (None, 0.7):
         # chunk_size=3 and k=5 with only 3 samples per identity: the search must widen.
-        got = km.identity_predictions(q, g, names, k=5, new_threshold=new_threshold,
-                                      chunk_size=3)
+        got = km.identity_predictions(q, g, names, k=5, new_threshold=new_threshold, chunk_size=3)
         assert got == ref_identities(q, g, list(names), 5, "new_individual", new_threshold)
     # Equal to predict_labels on the full neighbour list.
     values, indices = km.nearest_neighbors(q, g, k=len(g))
-    assert got == km.predict_labels(values, names[indices], k=5, new_label="new_individual",
-                                    new_threshold=0.7)
+    assert got == km.predict_labels(
+        values, names[indices], k=5, new_label="new_individual", new_threshold=0.7
+    )
 
 
 def test_identity_widening_needed(rng):
     # 40 near-duplicates of one identity come first: a fixed depth of 32 would miss the others.
-    g = np.concatenate([np.tile([1.0, 0.0, 0.0], (40, 1)) + rng.normal(size=(40, 3)) * 1e-3,
-                        np.array([[0.8, 0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8]])])
+    g = np.concatenate(
+        [
+            np.tile([1.0, 0.0, 0.0], (40, 1)) + rng.normal(size=(40, 3)) * 1e-3,
+            np.array([[0.8, 0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.6, 0.8]]),
+        ]
+    )
     labels = ["a"] * 40 + ["b", "c", "d"]
     got = km.identity_predictions(np.array([[1.0, 0.0, 0.0]]), g, labels, k=4)
     assert got == [["a", "b", "c", "d"]]
@@ -141,8 +157,9 @@ def test_write_match_submission_round_trip(rng, tmp_path):
     x, _ = clustered(rng)
     ids = [f"train_{i}" for i in range(len(x))]
     path = tmp_path / "submission.csv"
-    rows = km.write_match_submission(path, x, ids, threshold=0.6, max_matches=10,
-                                     min_matches=2, chunk_size=5)
+    rows = km.write_match_submission(
+        path, x, ids, threshold=0.6, max_matches=10, min_matches=2, chunk_size=5
+    )
     assert rows == len(x)
     table = read_csv(path)
     assert table[0] == ["posting_id", "matches"]
@@ -178,8 +195,15 @@ def test_many_rows_streamed_in_bounded_memory(tmp_path):
     path = tmp_path / "big.csv"
     tracemalloc.start()
     try:
-        km.write_match_submission(path, x, np.arange(n), threshold=0.99, max_matches=50,
-                                  chunk_size=2048, max_block_bytes=32 * 2**20)
+        km.write_match_submission(
+            path,
+            x,
+            np.arange(n),
+            threshold=0.99,
+            max_matches=50,
+            chunk_size=2048,
+            max_block_bytes=32 * 2**20,
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -193,8 +217,12 @@ def test_many_rows_streamed_in_bounded_memory(tmp_path):
 
 def test_write_submission_and_errors(tmp_path):
     path = tmp_path / "s.csv"
-    assert km.write_submission(path, ["a", "b"], iter([["x", 1], []]),
-                               columns=("image", "predictions")) == 2
+    assert (
+        km.write_submission(
+            path, ["a", "b"], iter([["x", 1], []]), columns=("image", "predictions")
+        )
+        == 2
+    )
     assert read_csv(path) == [["image", "predictions"], ["a", "x 1"], ["b", ""]]
     with pytest.raises(ValueError, match="predictions"):
         km.write_submission(path, ["a", "b"], [["x"]])

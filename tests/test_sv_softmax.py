@@ -102,11 +102,14 @@ def test_logits_and_support_vector_fraction_match_reference(margin_type, m, t, r
     np.testing.assert_allclose(plain, 16.0 * cos, atol=16.0 * 2e-6)
 
 
-@pytest.mark.parametrize("margin_type,m,equivalent", [
-    (None, 0.0, lambda: km.NormSoftmax(5, scale=16.0)),
-    ("cosine", 0.35, lambda: km.CosFace(5, scale=16.0, margin=0.35)),
-    ("arc", 0.5, lambda: km.ArcFace(5, scale=16.0, margin=0.5)),
-])
+@pytest.mark.parametrize(
+    "margin_type,m,equivalent",
+    [
+        (None, 0.0, lambda: km.NormSoftmax(5, scale=16.0)),
+        ("cosine", 0.35, lambda: km.CosFace(5, scale=16.0, margin=0.35)),
+        ("arc", 0.5, lambda: km.ArcFace(5, scale=16.0, margin=0.5)),
+    ],
+)
 def test_t_equal_one_reduces_to_the_underlying_softmax(margin_type, m, equivalent, rng):
     x, kernel, labels = make_inputs(rng, batch=64)
     sv_head = built_head(kernel, scale=16.0, t=1.0, margin=m, margin_type=margin_type)
@@ -148,7 +151,9 @@ def test_gradients_match_finite_differences(margin_type, m, rng):
     head = built_head(kernel, scale=8.0, t=1.3, margin=m, margin_type=margin_type)
 
     def ref_loss_x(xx):
-        return ref_cross_entropy(ref_logits(xx, kernel, labels, 8.0, 1.3, margin_type, m)[0], labels)
+        return ref_cross_entropy(
+            ref_logits(xx, kernel, labels, 8.0, 1.3, margin_type, m)[0], labels
+        )
 
     def ref_loss_w(ww):
         return ref_cross_entropy(ref_logits(x, ww, labels, 8.0, 1.3, margin_type, m)[0], labels)
@@ -169,12 +174,17 @@ def test_edges_are_finite(margin_type, m, policy):
     kernel = np.eye(4, 3, dtype="float32") * np.array([2.0, 0.5, 3.0], "float32")
     theta = math.pi - 0.2
     x = np.array(
-        [[3.0, 0.0, 0.0, 0.0], [0.0, -2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0],
-         [0.0, 0.0, math.cos(theta), math.sin(theta)]],
+        [
+            [3.0, 0.0, 0.0, 0.0],
+            [0.0, -2.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+            [0.0, 0.0, math.cos(theta), math.sin(theta)],
+        ],
         "float32",
     )
     labels = np.array([0, 1, 2, 2], "int32")
     head = built_head(kernel, scale=16.0, t=1.2, margin=m, margin_type=margin_type)
+
     def loss_fn(xt):
         logits = head([xt, labels])
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)

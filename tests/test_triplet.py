@@ -105,7 +105,12 @@ def reference(mining, y, x, margin=1.0, metric="L2", soft=False):
 
 def ours(mining, y, x, margin=1.0, metric="L2", soft=False):
     loss, frac = km.triplet_loss(
-        y, x, margin=margin, mining=mining, distance_metric=metric, soft=soft,
+        y,
+        x,
+        margin=margin,
+        mining=mining,
+        distance_metric=metric,
+        soft=soft,
         return_active_fraction=True,
     )
     return float(loss), float(frac)
@@ -271,17 +276,21 @@ def test_loss_object_under_mixed_precision_policy(batch):
 
 
 @pytest.mark.parametrize(
-    "mining", ["semi-hard", pytest.param("hard", marks=pytest.mark.slow),
-               pytest.param("all", marks=pytest.mark.slow)]
+    "mining",
+    [
+        "semi-hard",
+        pytest.param("hard", marks=pytest.mark.slow),
+        pytest.param("all", marks=pytest.mark.slow),
+    ],
 )
 def test_jit_compile_matches_eager(batch, mining):
     x, y = batch
 
     @compiled
     def f(labels, emb):
-        loss, (grad,) = grad_fn(
-            lambda e: km.triplet_loss(labels, e, mining=mining, margin=0.5)
-        )(emb)
+        loss, (grad,) = grad_fn(lambda e: km.triplet_loss(labels, e, mining=mining, margin=0.5))(
+            emb
+        )
         return loss, grad
 
     loss, grad = f(keras.ops.convert_to_tensor(y), keras.ops.convert_to_tensor(x))
@@ -518,14 +527,16 @@ def test_margin_tensor_must_be_a_scalar():
         km.TripletLoss(margin=np.array([0.5]))
 
 
-@pytest.mark.parametrize("reduction", ["sum", "sum_over_batch_size", "mean",
-                                       "mean_with_sample_weight", "none", None])
+@pytest.mark.parametrize(
+    "reduction", ["sum", "sum_over_batch_size", "mean", "mean_with_sample_weight", "none", None]
+)
 @pytest.mark.parametrize("cls", [km.TripletSemiHardLoss, km.TripletHardLoss])
 def test_reduction_gives_the_batch_loss(batch, cls, reduction):
     """As tensorflow-addons: the batch loss whatever the reduction (old code: sum gave B x)."""
     x, y = batch
-    want = float(km.triplet_loss(y, x, mining="semi-hard" if cls is km.TripletSemiHardLoss
-                                 else "hard"))
+    want = float(
+        km.triplet_loss(y, x, mining="semi-hard" if cls is km.TripletSemiHardLoss else "hard")
+    )
     got = cls(reduction=reduction)(y, x)
     assert tuple(got.shape) == ()
     np.testing.assert_allclose(float(got), want, rtol=1e-6)
@@ -537,7 +548,11 @@ def test_positional_order_is_tfas(batch):
     assert (loss.margin, loss.distance_metric, loss.name) == (0.4, "squared-L2", "my_name")
     loss = km.TripletHardLoss(0.4, True, "angular", "hard_name")
     assert (loss.margin, loss.soft, loss.distance_metric, loss.name) == (
-        0.4, True, "angular", "hard_name")
+        0.4,
+        True,
+        "angular",
+        "hard_name",
+    )
 
 
 def test_functions_are_registered():
@@ -547,8 +562,10 @@ def test_functions_are_registered():
         assert keras.saving.get_registered_name(fn) == name
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="a variable read at run time by a compiled step: TensorFlow")
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="a variable read at run time by a compiled step: TensorFlow",
+)
 def test_margin_schedule_under_compiled_fit(batch):
     x, y = batch
     m = keras.Variable(0.2, dtype="float32", trainable=False)
@@ -570,6 +587,13 @@ def test_terminate_on_nan_fires_for_nan_embeddings(batch):
     x[30, 0] = np.nan  # one bad sample in the second batch
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
     model.compile(optimizer="sgd", loss=km.TripletSemiHardLoss())
-    history = model.fit(x, y, batch_size=24, epochs=3, shuffle=False, verbose=0,
-                        callbacks=[keras.callbacks.TerminateOnNaN()])
+    history = model.fit(
+        x,
+        y,
+        batch_size=24,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
     assert model.stop_training and len(history.history["loss"]) == 1

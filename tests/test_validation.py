@@ -339,7 +339,9 @@ SCALES = [1e-30, 1e-8, 1.0, 1e20, 1e30]
 def test_l2_normalize_is_scale_invariant(scale, rng):
     x = rng.normal(size=(3, 7))
     got = to_numpy(l2_normalize((x * scale).astype("float32")))
-    np.testing.assert_allclose(got, x / np.linalg.norm(x, axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        got, x / np.linalg.norm(x, axis=1, keepdims=True), rtol=1e-5, atol=1e-7
+    )
     norms = to_numpy(feature_norm((x * scale).astype("float32")))[:, 0]
     np.testing.assert_allclose(norms, np.linalg.norm(x, axis=1) * scale, rtol=1e-5)
 
@@ -432,7 +434,9 @@ def test_head_gradient_at_extreme_magnitudes_matches_finite_differences(scale, r
     head = with_kernel(km.ArcFace(C, scale=8.0), kernel)
 
     def ref(xx):
-        return ref_cross_entropy(ref_head_logits(xx, kernel, labels, 8.0, ref_arcface_target), labels)
+        return ref_cross_entropy(
+            ref_head_logits(xx, kernel, labels, 8.0, ref_arcface_target), labels
+        )
 
     def fn(xt):
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)(

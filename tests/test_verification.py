@@ -227,8 +227,14 @@ def test_verify_embeddings_separable_vs_random(rng):
     noise = km.verify_embeddings(rng.normal(size=(96, 16)), labels, num_pairs=400, seed=0)
     assert 0.35 < noise.accuracy < 0.65 and 0.35 < noise.auc < 0.65
     scalars = rep.scalars()
-    assert set(scalars) == {"accuracy", "accuracy_std", "auc", "eer", "tar@far=1e-01",
-                            "tar@far=1e-02"}
+    assert set(scalars) == {
+        "accuracy",
+        "accuracy_std",
+        "auc",
+        "eer",
+        "tar@far=1e-01",
+        "tar@far=1e-02",
+    }
     assert "TAR@FAR=1e-01" in rep.summary()
 
 
@@ -312,8 +318,9 @@ def test_any_magnitude_gives_the_unscaled_scores(rng, scale):
     ref_cos = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     ref_dist = np.linalg.norm(a - b, axis=1)
     np.testing.assert_allclose(km.pair_scores(a * scale, b * scale), ref_cos, rtol=1e-12)
-    np.testing.assert_allclose(km.pair_scores(a * scale, b * scale, metric="euclidean") / scale,
-                               ref_dist, rtol=1e-12)
+    np.testing.assert_allclose(
+        km.pair_scores(a * scale, b * scale, metric="euclidean") / scale, ref_dist, rtol=1e-12
+    )
     for metric in ("cosine", "euclidean"):
         want = km.verify_embeddings(x, labels, num_pairs=300, metric=metric)
         got = km.verify_embeddings(x * scale, labels, num_pairs=300, metric=metric)
@@ -321,8 +328,9 @@ def test_any_magnitude_gives_the_unscaled_scores(rng, scale):
     if scale >= 1e20:
         x32 = (x * 1e30).astype("float32")  # float32 near its top: |x|^2 ~ 1e61 overflowed
         got = km.verify_embeddings(x32, labels, num_pairs=300)
-        assert got.auc == pytest.approx(km.verify_embeddings(x, labels, num_pairs=300).auc,
-                                        abs=1e-3)
+        assert got.auc == pytest.approx(
+            km.verify_embeddings(x, labels, num_pairs=300).auc, abs=1e-3
+        )
 
 
 def test_far_targets_and_labels_errors():

@@ -56,7 +56,10 @@ _FONT_EXTENSIONS = (".ttf", ".otf")
 
 FONT_DIRS_ENV = "KERAS_MARGINS_FONT_DIRS"
 SYSTEM_FONT_DIRS = (
-    "/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts"
+    "/usr/share/fonts",
+    "/usr/local/share/fonts",
+    "~/.local/share/fonts",
+    "~/.fonts",
 )
 
 
@@ -274,8 +277,10 @@ def _render_glyph_arrays(fonts, characters, image_size, samples_per_font, augmen
         if missing:
             skipped[path] = f"lacks {missing[0]!r} (U+{ord(missing[0]):04X})"
         elif same:
-            skipped[path] = (f"draws {same[0]!r} and {same[1]!r} identically "
-                             "(a fallback font: one glyph for many characters)")
+            skipped[path] = (
+                f"draws {same[0]!r} and {same[1]!r} identically "
+                "(a fallback font: one glyph for many characters)"
+            )
         elif name in names:
             skipped[path] = f"same font ({name}) as {names[name]}"
         else:
@@ -476,9 +481,7 @@ def load_glyphs(
     elapsed = time.perf_counter() - start
 
     num_test = min(max(1, int(round(test_fraction * len(characters)))), len(characters) - 1)
-    split = open_set_split(
-        images, labels, num_held_out=num_test, seed=seed, class_names=characters
-    )
+    split = open_set_split(images, labels, num_held_out=num_test, seed=seed, class_names=characters)
     is_test = np.isin(labels, split.test_classes)
     split.x_train = as_images(split.x_train / np.float32(255.0), flat)
     split.x_test = as_images(split.x_test / np.float32(255.0), flat)

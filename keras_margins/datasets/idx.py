@@ -50,7 +50,9 @@ def read_idx(path):
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, gzip.BadGzipFile) as err:
-            raise ValueError(f"Corrupt IDX file {path!r}: cannot decompress gzip data ({err})")
+            raise ValueError(
+                f"Corrupt IDX file {path!r}: cannot decompress gzip data ({err})"
+            ) from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(
             f"Corrupt IDX file {path!r}: the magic number must start with two zero bytes. "

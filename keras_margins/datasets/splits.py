@@ -100,7 +100,6 @@ def as_images(x, flat):
     return x.reshape(*x.shape[:3], 1)
 
 
-
 def open_set_split(x, y, num_held_out, seed=0, class_names=None):
     """Hold out whole classes: train on some classes, verify on classes never seen.
 
@@ -127,8 +126,10 @@ def open_set_split(x, y, num_held_out, seed=0, class_names=None):
     """
     y = np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"`y` must be a 1-D array of integer labels. Received: y with dtype "
-                         f"{y.dtype} and shape {y.shape}")
+        raise ValueError(
+            f"`y` must be a 1-D array of integer labels. Received: y with dtype "
+            f"{y.dtype} and shape {y.shape}"
+        )
     if len(x) != len(y):
         raise ValueError(f"`x` and `y` must have the same length. Received: {len(x)} and {len(y)}")
     classes = np.unique(y)

@@ -15,7 +15,14 @@ from keras_margins.evaluation.submission import (
 from keras_margins.evaluation.verification import *  # noqa: F401,F403
 from keras_margins.evaluation.verification import __all__ as _verification_all
 
-__all__ = [*_verification_all, *_identification_all, "nearest_neighbors", *_retrieval_all,
-    "match_predictions", "identity_predictions", "write_submission",
-    "write_match_submission", "write_identity_submission",
+__all__ = [
+    *_verification_all,
+    *_identification_all,
+    "nearest_neighbors",
+    *_retrieval_all,
+    "match_predictions",
+    "identity_predictions",
+    "write_submission",
+    "write_match_submission",
+    "write_identity_submission",
 ]

@@ -84,16 +84,18 @@ def check_int_sequence(name, values, minimum=None):
         raise TypeError(
             f"`{name}` must be a sequence of integers, e.g. (1, 5). Received: {name}={values!r}"
         )
-    items = list(np.asarray(values, dtype=object).reshape(-1)) if isinstance(
-        values, np.ndarray) else list(values)
+    items = (
+        list(np.asarray(values, dtype=object).reshape(-1))
+        if isinstance(values, np.ndarray)
+        else list(values)
+    )
     if not items:
         raise ValueError(f"`{name}` must not be empty. Received: {name}={values!r}")
     out = []
     for v in items:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
             raise ValueError(
-                f"`{name}` must contain only integers. Received: {name}={values!r} "
-                f"(element {v!r})"
+                f"`{name}` must contain only integers. Received: {name}={values!r} (element {v!r})"
             )
         if minimum is not None and v < minimum:
             raise ValueError(

@@ -84,8 +84,15 @@ class _MatedScores(NamedTuple):
     exponent: int  # Euclidean scores are 2^exponent times the scaled ones (0 for cosine)
 
 
-def _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric,
-                  max_block_bytes, require_mated=True):
+def _mated_scores(
+    probe_embeddings,
+    probe_labels,
+    gallery_embeddings,
+    gallery_labels,
+    metric,
+    max_block_bytes,
+    require_mated=True,
+):
     """Per probe: rank of its true identity, its true score, and its best gallery score."""
     check_choice("metric", metric, METRICS)
     p, g, common = _prepare(probe_embeddings, gallery_embeddings, metric)
@@ -114,8 +121,14 @@ def _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_la
     return _MatedScores(p, g, ranks, true, top, mated, ids.size, common)
 
 
-def identification_ranks(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
-                         metric="cosine", max_block_bytes=64 * 2**20):
+def identification_ranks(
+    probe_embeddings,
+    probe_labels,
+    gallery_embeddings,
+    gallery_labels,
+    metric="cosine",
+    max_block_bytes=64 * 2**20,
+):
     """Rank of each probe's true identity among the gallery identities (1 = best).
 
     ``rank(q) = #{identities c : score(q, c) >= score(q, label(q))}``, with
@@ -139,12 +152,20 @@ def identification_ranks(probe_embeddings, probe_labels, gallery_embeddings, gal
         >>> km.identification_ranks([[1, 0.5, 0], [1, 0.9, 0]], [1, 1], g, [0, 1, 2]).tolist()
         [2, 2]
     """
-    return _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
-                         metric, max_block_bytes).ranks
+    return _mated_scores(
+        probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric, max_block_bytes
+    ).ranks
 
 
-def cmc_curve(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, max_rank=None,
-              metric="cosine", max_block_bytes=64 * 2**20):
+def cmc_curve(
+    probe_embeddings,
+    probe_labels,
+    gallery_embeddings,
+    gallery_labels,
+    max_rank=None,
+    metric="cosine",
+    max_block_bytes=64 * 2**20,
+):
     """Cumulative match characteristic: ``CMC(k) = mean(rank <= k)`` for ``k = 1..max_rank``.
 
     Args:
@@ -167,8 +188,9 @@ def cmc_curve(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels
         >>> cmc.tolist()
         [0.5, 1.0, 1.0]
     """
-    m = _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
-                      metric, max_block_bytes)
+    m = _mated_scores(
+        probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric, max_block_bytes
+    )
     ranks, n_ids = m.ranks, m.num_identities
     if max_rank is None:
         max_rank = n_ids
@@ -183,8 +205,15 @@ def cmc_curve(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels
     return k, cmc
 
 
-def rank_k_accuracy(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, k=1,
-                    metric="cosine", max_block_bytes=64 * 2**20):
+def rank_k_accuracy(
+    probe_embeddings,
+    probe_labels,
+    gallery_embeddings,
+    gallery_labels,
+    k=1,
+    metric="cosine",
+    max_block_bytes=64 * 2**20,
+):
     """Closed-set identification rate at rank ``k``: ``mean(rank <= k)``.
 
     Args:
@@ -206,8 +235,15 @@ def rank_k_accuracy(probe_embeddings, probe_labels, gallery_embeddings, gallery_
         0.5
     """
     k = check_int("k", k, minimum=1)
-    _, cmc = cmc_curve(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
-                       max_rank=k, metric=metric, max_block_bytes=max_block_bytes)
+    _, cmc = cmc_curve(
+        probe_embeddings,
+        probe_labels,
+        gallery_embeddings,
+        gallery_labels,
+        max_rank=k,
+        metric=metric,
+        max_block_bytes=max_block_bytes,
+    )
     return float(cmc[-1])
 
 
@@ -253,8 +289,9 @@ def rank1_with_distractors(
         {0: 1.0, 2: 0.0}
     """
     seed = check_int("seed", seed, minimum=0)
-    m = _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
-                      metric, max_block_bytes)
+    m = _mated_scores(
+        probe_embeddings, probe_labels, gallery_embeddings, gallery_labels, metric, max_block_bytes
+    )
     p, ranks, true, common = m.probes, m.ranks, m.true_scores, m.exponent
     d = check_embeddings("distractor_embeddings", distractor_embeddings, dtype=np.float64)
     check_same_dim("probe_embeddings", p, "distractor_embeddings", d)
@@ -335,8 +372,15 @@ def dir_at_far(
     """
     rank = check_int("rank", rank, minimum=1)
     fars = check_fars(far_targets)
-    m = _mated_scores(probe_embeddings, probe_labels, gallery_embeddings, gallery_labels,
-                      metric, max_block_bytes, require_mated=False)
+    m = _mated_scores(
+        probe_embeddings,
+        probe_labels,
+        gallery_embeddings,
+        gallery_labels,
+        metric,
+        max_block_bytes,
+        require_mated=False,
+    )
     ranks, true, top, mated = m.ranks, m.true_scores, m.top_scores, m.mated
     n_ids = m.num_identities
     if rank > n_ids:
@@ -354,8 +398,13 @@ def dir_at_far(
     found = (ranks <= rank)[mated]
     true_m = true[mated]
     resolved, unresolved = far_operating_points(fars, n_nm)
-    out = {"dir": {}, "threshold": {}, "unresolved": unresolved, "num_mated": n_m,
-           "num_non_mated": n_nm}
+    out = {
+        "dir": {},
+        "threshold": {},
+        "unresolved": unresolved,
+        "num_mated": n_m,
+        "num_non_mated": n_nm,
+    }
     for f, allowed in resolved:
         if allowed >= n_nm:
             t = -np.inf

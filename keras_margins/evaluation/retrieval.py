@@ -112,8 +112,11 @@ def map_at_r(query_labels, neighbor_labels, num_relevant):
         0.5
     """
     r = np.asarray(num_relevant)
-    if r.ndim != 1 or not (np.issubdtype(r.dtype, np.integer) or np.issubdtype(
-            r.dtype, np.floating)) or r.dtype == bool:
+    if (
+        r.ndim != 1
+        or not (np.issubdtype(r.dtype, np.integer) or np.issubdtype(r.dtype, np.floating))
+        or r.dtype == bool
+    ):
         raise ValueError(
             "`num_relevant` must be a 1-D array of non-negative integers. "
             f"Received: num_relevant={num_relevant!r}"
@@ -152,8 +155,9 @@ def map_at_r(query_labels, neighbor_labels, num_relevant):
     return float(np.mean(ap))
 
 
-def predict_labels(neighbor_values, neighbor_labels, k=5, new_label=None, new_threshold=None,
-                   metric="cosine"):
+def predict_labels(
+    neighbor_values, neighbor_labels, k=5, new_label=None, new_threshold=None, metric="cosine"
+):
     """The top-``k`` distinct labels of each query's ranked neighbours, Kaggle-style.
 
     Labels are read in neighbour order and kept the first time they appear. With
@@ -365,8 +369,13 @@ def retrieval_metrics(
             f"`ks` must not exceed the number of gallery items ({available}). Received: ks={ks}"
         )
     values, indices = nearest_neighbors(
-        q, g, k=depth, metric=metric, exclude_self=self_search,
-        max_block_bytes=max_block_bytes, backend=backend,
+        q,
+        g,
+        k=depth,
+        metric=metric,
+        exclude_self=self_search,
+        max_block_bytes=max_block_bytes,
+        backend=backend,
     )
     nl = gl[indices]
     out = {"precision@1": precision_at_k(ql, nl, 1)}
@@ -376,8 +385,10 @@ def retrieval_metrics(
         out["map@r"] = map_at_r(ql, nl, num_relevant)
     else:
         out["map@r"] = float("nan")
-    truth = [lab if count_of.get(lab, 0) - (1 if self_search else 0) > 0 else new_label
-             for lab in ql.tolist()]
+    truth = [
+        lab if count_of.get(lab, 0) - (1 if self_search else 0) > 0 else new_label
+        for lab in ql.tolist()
+    ]
     new_threshold = check_new_threshold(new_label, new_threshold)
     preds, complete = _predict_rows(values, nl, 5, new_label, new_threshold, metric)
     # MAP@5 reads neighbours until five distinct labels are found, which may be far beyond
@@ -390,13 +401,22 @@ def retrieval_metrics(
             # The queries are a subset of the gallery: search one more and drop the query itself
             # (or, if it is not among them, the last neighbour), as exclude_self does.
             kk = min(d + 1, g.shape[0])
-            v, i = drop_own_index(*nearest_neighbors(q[pending], g, k=kk, metric=metric,
-                                                     max_block_bytes=max_block_bytes,
-                                                     backend=backend), pending)
+            v, i = drop_own_index(
+                *nearest_neighbors(
+                    q[pending],
+                    g,
+                    k=kk,
+                    metric=metric,
+                    max_block_bytes=max_block_bytes,
+                    backend=backend,
+                ),
+                pending,
+            )
             v, i = v[:, :d], i[:, :d]
         else:
-            v, i = nearest_neighbors(q[pending], g, k=d, metric=metric,
-                                     max_block_bytes=max_block_bytes, backend=backend)
+            v, i = nearest_neighbors(
+                q[pending], g, k=d, metric=metric, max_block_bytes=max_block_bytes, backend=backend
+            )
         more, done = _predict_rows(v, gl[i], 5, new_label, new_threshold, metric)
         for row, pred in zip(pending.tolist(), more):
             preds[row] = pred
@@ -487,9 +507,11 @@ def match_f1_sweep(
     # Work in "higher is better" score space: s >= s_t  <=>  item is in the match set.
     score_t = thresholds if metric == "cosine" else -np.ldexp(thresholds, -common)
     asc = np.sort(score_t)  # bin edges; bin b counts thresholds with asc <= s
-    true_size = np.array(
-        [np.count_nonzero(gl == lab) for lab in ql.tolist()], dtype=np.float64
-    ) if not self_search else None
+    true_size = (
+        np.array([np.count_nonzero(gl == lab) for lab in ql.tolist()], dtype=np.float64)
+        if not self_search
+        else None
+    )
     if self_search:
         _, inv, counts = np.unique(ql, return_inverse=True, return_counts=True)
         true_size = counts[inv].astype(np.float64)
@@ -515,8 +537,9 @@ def match_f1_sweep(
         nr = r1 - r0
         flat = (np.arange(nr)[:, None] * (n_t + 1) + reached).reshape(-1)
         pc = np.bincount(flat, minlength=nr * (n_t + 1)).reshape(nr, n_t + 1)
-        hc = np.bincount(flat, weights=same.reshape(-1).astype(np.float64),
-                         minlength=nr * (n_t + 1)).reshape(nr, n_t + 1)
+        hc = np.bincount(
+            flat, weights=same.reshape(-1).astype(np.float64), minlength=nr * (n_t + 1)
+        ).reshape(nr, n_t + 1)
         # count(s >= asc[j]) = sum over bins b > j.
         pc_ge = np.cumsum(pc[:, ::-1], axis=1)[:, ::-1][:, 1:]
         hc_ge = np.cumsum(hc[:, ::-1], axis=1)[:, ::-1][:, 1:]
@@ -539,8 +562,16 @@ def match_f1_sweep(
     }
 
 
-def match_f1(query_embeddings, query_labels, gallery_embeddings=None, gallery_labels=None,
-             threshold=0.5, metric="cosine", include_self=True, max_block_bytes=256 * 2**20):
+def match_f1(
+    query_embeddings,
+    query_labels,
+    gallery_embeddings=None,
+    gallery_labels=None,
+    threshold=0.5,
+    metric="cosine",
+    include_self=True,
+    max_block_bytes=256 * 2**20,
+):
     """Mean per-query F1 of the match sets within one similarity threshold.
 
     See :func:`match_f1_sweep` for the definition; this evaluates a single ``threshold``.
@@ -566,9 +597,16 @@ def match_f1(query_embeddings, query_labels, gallery_embeddings=None, gallery_la
         1.0
     """
     threshold = check_float("threshold", threshold)
-    out = match_f1_sweep(query_embeddings, query_labels, gallery_embeddings, gallery_labels,
-                         thresholds=[threshold], metric=metric, include_self=include_self,
-                         max_block_bytes=max_block_bytes)
+    out = match_f1_sweep(
+        query_embeddings,
+        query_labels,
+        gallery_embeddings,
+        gallery_labels,
+        thresholds=[threshold],
+        metric=metric,
+        include_self=include_self,
+        max_block_bytes=max_block_bytes,
+    )
     return out["best_f1"]
 
 

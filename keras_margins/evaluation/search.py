@@ -66,8 +66,7 @@ def global_exponent(*arrays):
 
 
 def scale_rows(x, exponents):
-    """``x_i * 2^-e_i``, exact (a power of two), in ``x``'s dtype; ``x`` itself if all ``e == 0``.
-    """
+    """``x_i * 2^-e_i``, exact (a power of two), in ``x``'s dtype; ``x`` if all ``e == 0``."""
     exponents = np.asarray(exponents)
     if not np.any(exponents):
         return x
@@ -107,9 +106,9 @@ def duplicate_groups(x):
     h = np.empty(n, dtype=np.uint64)
     step = max(1, 2**20 // max(d, 1))
     for r0 in range(0, n, step):
-        u = np.ascontiguousarray(x[r0:r0 + step]).view(utype)
+        u = np.ascontiguousarray(x[r0 : r0 + step]).view(utype)
         u = np.where(u == sign, 0, u).astype(np.uint64)
-        h[r0:r0 + step] = np.sum(u * mult, axis=1, dtype=np.uint64)  # wraps modulo 2^64
+        h[r0 : r0 + step] = np.sum(u * mult, axis=1, dtype=np.uint64)  # wraps modulo 2^64
     order = np.argsort(h, kind="stable")
     same_as_prev = h[order][1:] == h[order][:-1]
     if not np.any(same_as_prev):
@@ -128,7 +127,6 @@ def duplicate_groups(x):
     if first.size == n:
         return None  # hash collisions only
     return first, np.searchsorted(first, leader)
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,14 +360,19 @@ def nearest_neighbors(
                 best_s, best_i = s, i
             else:
                 best_s, best_i = _sorted_topk(
-                    np.concatenate([best_s, s], axis=1), np.concatenate([best_i, i], axis=1),
+                    np.concatenate([best_s, s], axis=1),
+                    np.concatenate([best_i, i], axis=1),
                     k_search,
                 )
         if metric == "cosine":
             best_s = best_s * inv_q[:, None]
         if groups is not None:
             best_s, best_i = _expand_groups(
-                best_s, best_i, inverse, k, np.arange(r0, r1) if exclude_self else None,
+                best_s,
+                best_i,
+                inverse,
+                k,
+                np.arange(r0, r1) if exclude_self else None,
                 max_block_bytes,
             )
         if metric == "euclidean":
@@ -389,11 +392,11 @@ def _gallery_stats(g, exponents, metric):
     out = np.empty(g.shape[0], dtype=g.dtype)
     step = max(1, 2**20 // max(g.shape[1], 1))
     for r0 in range(0, g.shape[0], step):
-        gs = scale_rows(g[r0:r0 + step], exponents[r0:r0 + step])
+        gs = scale_rows(g[r0 : r0 + step], exponents[r0 : r0 + step])
         if metric == "cosine":
-            out[r0:r0 + step] = _inverse_norms_of_scaled(gs)
+            out[r0 : r0 + step] = _inverse_norms_of_scaled(gs)
         else:
-            out[r0:r0 + step] = np.einsum("ij,ij->i", gs, gs)
+            out[r0 : r0 + step] = np.einsum("ij,ij->i", gs, gs)
     return out
 
 

@@ -52,8 +52,18 @@ def _passes(values, threshold, metric):
     return values >= threshold if metric == "cosine" else values <= threshold
 
 
-def _iter_matches(embeddings, ids, threshold, max_matches, min_matches, metric,
-                  gallery_embeddings, gallery_ids, chunk_size, max_block_bytes):
+def _iter_matches(
+    embeddings,
+    ids,
+    threshold,
+    max_matches,
+    min_matches,
+    metric,
+    gallery_embeddings,
+    gallery_ids,
+    chunk_size,
+    max_block_bytes,
+):
     """Yield ``(query_index, [ids])`` in query order, ``chunk_size`` queries per search."""
     check_choice("metric", metric, METRICS)
     q = check_embeddings("embeddings", embeddings)
@@ -86,13 +96,15 @@ def _iter_matches(embeddings, ids, threshold, max_matches, min_matches, metric,
             # One extra neighbour, then drop the query's own index (or, if exact duplicates
             # with smaller indices pushed it out, the last one).
             values, indices = drop_own_index(
-                *nearest_neighbors(q[r0:r1], g, k=others + 1, metric=metric,
-                                   max_block_bytes=max_block_bytes),
+                *nearest_neighbors(
+                    q[r0:r1], g, k=others + 1, metric=metric, max_block_bytes=max_block_bytes
+                ),
                 np.arange(r0, r1),
             )
         else:
-            values, indices = nearest_neighbors(q[r0:r1], g, k=others, metric=metric,
-                                                max_block_bytes=max_block_bytes)
+            values, indices = nearest_neighbors(
+                q[r0:r1], g, k=others, metric=metric, max_block_bytes=max_block_bytes
+            )
         ok = _passes(values, threshold, metric)
         n_pass = ok.sum(axis=1)
         for row in range(r1 - r0):
@@ -103,9 +115,18 @@ def _iter_matches(embeddings, ids, threshold, max_matches, min_matches, metric,
             yield r0 + row, own + [python_value(v) for v in g_ids[indices[row, :count]]]
 
 
-def match_predictions(embeddings, ids=None, threshold=0.5, max_matches=50, min_matches=1,
-                      metric="cosine", gallery_embeddings=None, gallery_ids=None,
-                      chunk_size=4096, max_block_bytes=64 * 2**20):
+def match_predictions(
+    embeddings,
+    ids=None,
+    threshold=0.5,
+    max_matches=50,
+    min_matches=1,
+    metric="cosine",
+    gallery_embeddings=None,
+    gallery_ids=None,
+    chunk_size=4096,
+    max_block_bytes=64 * 2**20,
+):
     """Predicted match lists under a similarity threshold, with a neighbour cap (Shopee).
 
     Without a gallery the items are matched among themselves: item ``i``'s list starts with
@@ -145,15 +166,33 @@ def match_predictions(embeddings, ids=None, threshold=0.5, max_matches=50, min_m
         ['c', 'b']
     """
     out = []
-    for _, matches in _iter_matches(embeddings, ids, threshold, max_matches, min_matches,
-                                    metric, gallery_embeddings, gallery_ids, chunk_size,
-                                    max_block_bytes):
+    for _, matches in _iter_matches(
+        embeddings,
+        ids,
+        threshold,
+        max_matches,
+        min_matches,
+        metric,
+        gallery_embeddings,
+        gallery_ids,
+        chunk_size,
+        max_block_bytes,
+    ):
         out.append(matches)
     return out
 
 
-def _iter_identities(query_embeddings, gallery_embeddings, gallery_labels, k, new_label,
-                     new_threshold, metric, chunk_size, max_block_bytes):
+def _iter_identities(
+    query_embeddings,
+    gallery_embeddings,
+    gallery_labels,
+    k,
+    new_label,
+    new_threshold,
+    metric,
+    chunk_size,
+    max_block_bytes,
+):
     check_choice("metric", metric, METRICS)
     q = check_embeddings("query_embeddings", query_embeddings)
     g = check_embeddings("gallery_embeddings", gallery_embeddings)
@@ -170,11 +209,13 @@ def _iter_identities(query_embeddings, gallery_embeddings, gallery_labels, k, ne
         todo = np.arange(r1 - r0)
         depth = start_depth
         while todo.size:
-            values, indices = nearest_neighbors(q[r0 + todo], g, k=depth, metric=metric,
-                                                max_block_bytes=max_block_bytes)
+            values, indices = nearest_neighbors(
+                q[r0 + todo], g, k=depth, metric=metric, max_block_bytes=max_block_bytes
+            )
             nl = labels[indices]
-            rows = predict_labels(values, nl, k=k, new_label=new_label,
-                                  new_threshold=new_threshold, metric=metric)
+            rows = predict_labels(
+                values, nl, k=k, new_label=new_label, new_threshold=new_threshold, metric=metric
+            )
             # A row is final once its neighbours hold k distinct labels (the k-th prediction
             # is then decided inside the list) or the whole gallery was searched.
             complete = np.array([len(set(row.tolist())) >= k for row in nl]) | (depth == ng)
@@ -186,9 +227,17 @@ def _iter_identities(query_embeddings, gallery_embeddings, gallery_labels, k, ne
             yield r0 + row, pred
 
 
-def identity_predictions(query_embeddings, gallery_embeddings, gallery_labels, k=5,
-                         new_label="new_individual", new_threshold=None, metric="cosine",
-                         chunk_size=4096, max_block_bytes=64 * 2**20):
+def identity_predictions(
+    query_embeddings,
+    gallery_embeddings,
+    gallery_labels,
+    k=5,
+    new_label="new_individual",
+    new_threshold=None,
+    metric="cosine",
+    chunk_size=4096,
+    max_block_bytes=64 * 2**20,
+):
     """Top-``k`` distinct gallery labels per query, with a "new individual" guess (Happywhale).
 
     The gallery is ranked by similarity to each query; labels are read in that order and kept
@@ -220,9 +269,20 @@ def identity_predictions(query_embeddings, gallery_embeddings, gallery_labels, k
         >>> km.identity_predictions(g[:1], g, ["a", "a", "b"], k=3, new_threshold=0.5)
         [['a', 'new_individual', 'b']]
     """
-    return [pred for _, pred in _iter_identities(
-        query_embeddings, gallery_embeddings, gallery_labels, k, new_label, new_threshold,
-        metric, chunk_size, max_block_bytes)]
+    return [
+        pred
+        for _, pred in _iter_identities(
+            query_embeddings,
+            gallery_embeddings,
+            gallery_labels,
+            k,
+            new_label,
+            new_threshold,
+            metric,
+            chunk_size,
+            max_block_bytes,
+        )
+    ]
 
 
 def _check_columns(columns):
@@ -231,9 +291,7 @@ def _check_columns(columns):
         or len(columns) != 2
         or not all(isinstance(c, str) and c for c in columns)
     ):
-        raise ValueError(
-            f"`columns` must be two non-empty strings. Received: columns={columns!r}"
-        )
+        raise ValueError(f"`columns` must be two non-empty strings. Received: columns={columns!r}")
     return tuple(columns)
 
 
@@ -293,9 +351,18 @@ def write_submission(path, ids, predictions, columns=("posting_id", "matches"), 
     return count
 
 
-def write_match_submission(path, embeddings, ids, threshold, max_matches=50, min_matches=1,
-                           metric="cosine", columns=("posting_id", "matches"),
-                           chunk_size=4096, max_block_bytes=64 * 2**20):
+def write_match_submission(
+    path,
+    embeddings,
+    ids,
+    threshold,
+    max_matches=50,
+    min_matches=1,
+    metric="cosine",
+    columns=("posting_id", "matches"),
+    chunk_size=4096,
+    max_block_bytes=64 * 2**20,
+):
     """Write a Shopee-style ``posting_id,matches`` submission from embeddings, streamed.
 
     The match lists are those of :func:`match_predictions` (items matched among themselves,
@@ -328,17 +395,36 @@ def write_match_submission(path, embeddings, ids, threshold, max_matches=50, min
         >>> open(path).read().splitlines()[1]
         'p1,p1 p2'
     """
-    ids = _check_ids("ids", ids, check_embeddings("embeddings", embeddings).shape[0],
-                     "embeddings")
-    rows = _iter_matches(embeddings, ids, threshold, max_matches, min_matches, metric, None,
-                         None, chunk_size, max_block_bytes)
+    ids = _check_ids("ids", ids, check_embeddings("embeddings", embeddings).shape[0], "embeddings")
+    rows = _iter_matches(
+        embeddings,
+        ids,
+        threshold,
+        max_matches,
+        min_matches,
+        metric,
+        None,
+        None,
+        chunk_size,
+        max_block_bytes,
+    )
     return write_submission(path, ids, (m for _, m in rows), columns=columns)
 
 
-def write_identity_submission(path, query_embeddings, query_ids, gallery_embeddings,
-                              gallery_labels, new_threshold=None, new_label="new_individual",
-                              k=5, metric="cosine", columns=("image", "predictions"),
-                              chunk_size=4096, max_block_bytes=64 * 2**20):
+def write_identity_submission(
+    path,
+    query_embeddings,
+    query_ids,
+    gallery_embeddings,
+    gallery_labels,
+    new_threshold=None,
+    new_label="new_individual",
+    k=5,
+    metric="cosine",
+    columns=("image", "predictions"),
+    chunk_size=4096,
+    max_block_bytes=64 * 2**20,
+):
     """Write a Happywhale-style ``image,predictions`` submission from embeddings, streamed.
 
     The predictions are those of :func:`identity_predictions`, computed ``chunk_size`` queries
@@ -363,8 +449,17 @@ def write_identity_submission(path, query_embeddings, query_ids, gallery_embeddi
     """
     q = check_embeddings("query_embeddings", query_embeddings)
     query_ids = _check_ids("query_ids", query_ids, q.shape[0], "query_embeddings")
-    rows = _iter_identities(q, gallery_embeddings, gallery_labels, k, new_label, new_threshold,
-                            metric, chunk_size, max_block_bytes)
+    rows = _iter_identities(
+        q,
+        gallery_embeddings,
+        gallery_labels,
+        k,
+        new_label,
+        new_threshold,
+        metric,
+        chunk_size,
+        max_block_bytes,
+    )
     return write_submission(path, query_ids, (p for _, p in rows), columns=columns)
 
 

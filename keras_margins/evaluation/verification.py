@@ -53,8 +53,7 @@ def _check_scores(scores, issame):
         uniq = np.unique(issame_arr)
         if not np.all(np.isin(uniq, [0, 1])):
             raise ValueError(
-                "`issame` must be boolean or 0/1. Received: issame with values "
-                f"{uniq[:5].tolist()}"
+                f"`issame` must be boolean or 0/1. Received: issame with values {uniq[:5].tolist()}"
             )
         issame_arr = issame_arr.astype(bool)
     n_gen = int(issame_arr.sum())
@@ -634,8 +633,9 @@ def verify_embeddings(
     x = check_embeddings("embeddings", embeddings)
     labels = check_labels("labels", labels, x.shape[0], "embeddings")
     a, b, issame = generate_pairs(labels, num_pairs=num_pairs, seed=seed)
-    return evaluate_verification(x[a], x[b], issame, metric=metric, n_folds=n_folds,
-                                 far_targets=far_targets)
+    return evaluate_verification(
+        x[a], x[b], issame, metric=metric, n_folds=n_folds, far_targets=far_targets
+    )
 
 
 __all__ = [

@@ -104,8 +104,7 @@ def export_tflite(model, path, normalize=True, head=None, overwrite=False, optim
 
     check_flag("optimize", optimize)
     check_export_path(path, overwrite, "file")
-    _, specs, functions, trackables = serving_functions(model, normalize, head, None,
-                                                         float32=True)
+    _, specs, functions, trackables = serving_functions(model, normalize, head, None, float32=True)
     with staged_output(path, overwrite, "file") as target:
         scratch = tempfile.mkdtemp(prefix=".keras_margins_tflite-", dir=os.path.dirname(target))
         try:

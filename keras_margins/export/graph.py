@@ -180,8 +180,9 @@ def _find_head(model, head=None, depth=0):
             )
         # The part of the nested model from its image input(s) to the embeddings, called on
         # the outer model's tensors that feed those inputs.
-        sub = keras.Model(used[0] if len(used) == 1 else used, features,
-                          name=f"{inner.name}_embeddings")
+        sub = keras.Model(
+            used[0] if len(used) == 1 else used, features, name=f"{inner.name}_embeddings"
+        )
         args = [outer_args[position[id(t)]] for t in used]
         outer_features = sub(args[0] if len(args) == 1 else args)
         outer_labels = [outer_args[position[id(t)]] for t in label_inputs]
@@ -238,7 +239,8 @@ def locate(model, head=None):
             hint = (
                 " For a Partial FC model pass the PartialFC layer itself (`head=pfc`), not "
                 "`pfc.to_head()`, which is a copy."
-                if isinstance(other[2], PartialFC) else ""
+                if isinstance(other[2], PartialFC)
+                else ""
             )
             raise ValueError(
                 f"`head` {head.name!r} is not in `model`, which is a training model with its own "

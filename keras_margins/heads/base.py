@@ -61,8 +61,10 @@ def split_inputs(inputs, layer_name="A margin head"):
 
     Works on tensors and on shapes (``build``): ``labels`` is ``None`` for a single input.
     """
-    if isinstance(inputs, (list, tuple)) and inputs and (
-        not isinstance(inputs[0], (int, type(None)))
+    if (
+        isinstance(inputs, (list, tuple))
+        and inputs
+        and (not isinstance(inputs[0], (int, type(None))))
     ):
         if len(inputs) != 2:
             raise ValueError(
@@ -381,8 +383,8 @@ class MarginHead(keras.layers.Layer):
             f"{type(self).__name__} layer '{self.name}' is called without labels while "
             "training (training=True): it then returns the plain cosine logits with no margin, "
             "so the model trains as a normalized softmax without the margin. Pass the labels as "
-            "a second input, head([embeddings, labels]) (see km.build_models), and call it without labels only "
-            "for inference.",
+            "a second input, head([embeddings, labels]) (see km.build_models), and call it "
+            "without labels only for inference.",
             UserWarning,
             stacklevel=2,
         )

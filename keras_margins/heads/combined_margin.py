@@ -54,7 +54,10 @@ class CombinedMargin(MarginHead):
         super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
         self.m1 = check_float("m1", m1, low=1.0)
         check_float32_bound(
-            "m1", self.m1, FLOAT32_MAX / 4.0, "m1 * theta (theta up to pi) must be finite in float32"
+            "m1",
+            self.m1,
+            FLOAT32_MAX / 4.0,
+            "m1 * theta (theta up to pi) must be finite in float32",
         )
         self.m2 = check_float("m2", m2, low=0.0, high=math.pi, high_open=True, range_text="[0, pi)")
         self.m3 = check_float("m3", m3, low=0.0, high=2.0, high_open=True)

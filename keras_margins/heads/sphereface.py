@@ -209,13 +209,17 @@ class SphereFace(MarginHead):
     def current_lambda(self):
         """The lambda the next training step will use, as a Python float."""
         if not self.built:
-            return float(sphereface_lambda(
-                0, self.lambda_base, self.lambda_gamma, self.lambda_power, self.lambda_min
-            ))
+            return float(
+                sphereface_lambda(
+                    0, self.lambda_base, self.lambda_gamma, self.lambda_power, self.lambda_min
+                )
+            )
         step = int(ops.convert_to_numpy(self.step))
-        return float(sphereface_lambda(
-            step, self.lambda_base, self.lambda_gamma, self.lambda_power, self.lambda_min
-        ))
+        return float(
+            sphereface_lambda(
+                step, self.lambda_base, self.lambda_gamma, self.lambda_power, self.lambda_min
+            )
+        )
 
     def target_logit(self, cos_y, norm=None, labels=None, training=None):
         lam = self.lambda_value()

@@ -58,16 +58,18 @@ class GeMPooling2D(keras.layers.Layer):
         Annotation", TPAMI 2018 (code: filipradenovic/cnnimageretrieval-pytorch, ``GeM``).
     """
 
-    def __init__(self, p=3.0, eps=1e-6, trainable_p=True, data_format=None, keepdims=False,
-                 **kwargs):
+    def __init__(
+        self, p=3.0, eps=1e-6, trainable_p=True, data_format=None, keepdims=False, **kwargs
+    ):
         super().__init__(**kwargs)
         self.init_p = check_float("p", p, low=0.0, low_open=True)
         self.eps = check_float("eps", eps, low=0.0, low_open=True)
         self.trainable_p = check_flag("trainable_p", trainable_p)
         if data_format is None:
             data_format = keras.config.image_data_format()
-        self.data_format = check_choice("data_format", data_format,
-                                        ("channels_last", "channels_first"))
+        self.data_format = check_choice(
+            "data_format", data_format, ("channels_last", "channels_first")
+        )
         self.keepdims = check_flag("keepdims", keepdims)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 

@@ -127,9 +127,9 @@ class CenterLoss(keras.layers.Layer):
         # label's sample counts nowhere: no centre moves for it.
         x_stop = ops.where(valid[:, None], ops.stop_gradient(x), ops.zeros_like(x))
         sums = ops.segment_sum(x_stop, index, num_segments=self.num_classes)
-        counts = ops.segment_sum(
-            ops.cast(valid, "float32"), index, num_segments=self.num_classes
-        )[:, None]
+        counts = ops.segment_sum(ops.cast(valid, "float32"), index, num_segments=self.num_classes)[
+            :, None
+        ]
         delta = (counts * centers - sums) / (1.0 + counts)
         self.centers.assign(centers - self.alpha * delta)
         return embeddings

@@ -9,9 +9,7 @@ from keras_margins.ops import relu
 #: Largest accepted ``margin``: ``max(margin - d, 0)^2`` is computed in float32 (largest value
 #: ~3.4e38), so the margin's square must be finite.
 MAX_MARGIN = 1e19
-_MARGIN_REASON = (
-    "the loss is computed in float32: max(margin - d, 0)^2 overflows past ~1.8e19"
-)
+_MARGIN_REASON = "the loss is computed in float32: max(margin - d, 0)^2 overflows past ~1.8e19"
 
 
 def _align(y, d):

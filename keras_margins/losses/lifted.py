@@ -16,7 +16,9 @@ from keras_margins.ops import relu
 #: Largest accepted ``margin``: ``max(J, 0)^2`` is computed in float32 and ``J`` is of the order
 #: of the margin, so the margin's square must be finite.
 MAX_MARGIN = 1e19
-_MARGIN_REASON = "the loss is computed in float32: max(J, 0)^2 with J ~ margin overflows past ~1.8e19"
+_MARGIN_REASON = (
+    "the loss is computed in float32: max(J, 0)^2 with J ~ margin overflows past ~1.8e19"
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

@@ -341,8 +341,8 @@ class TripletLoss(BatchLoss):
     See :func:`triplet_loss` for the formulas. The loss of a batch is a scalar computed from all
     its pairs: the object returns it **whatever the reduction** (as tensorflow-addons, see
     ``keras_margins.losses._batch``), and ``sample_weight`` only rescales it by the mean weight.
-    Monitor the fraction of active triplets with :class:`ActiveTripletFraction` (``loss.active_fraction_metric()`` builds one with the
-    same settings).
+    Monitor the fraction of active triplets with :class:`ActiveTripletFraction`
+    (``loss.active_fraction_metric()`` builds one with the same settings).
 
     Args:
         margin: The margin in ``[0, 1e38]``: a number, or a scalar tensor or ``keras.Variable``
