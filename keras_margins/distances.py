@@ -180,11 +180,20 @@ def check_labels_and_embeddings(labels, embeddings, labels_name="y_true", embedd
     return flatten_labels(labels), embeddings
 
 
-def labels_nan(labels):
-    """A scalar bool tensor: true where float ``labels`` hold a NaN (never for integer labels)."""
+def labels_not_class_ids(labels):
+    """A scalar bool tensor: true where float ``labels`` hold a value that is not a class id.
+
+    The package's one label rule (see ``keras_margins._validation.normalize_class_labels``): a
+    float label must hold an integer exactly, so ``3.0`` is a label and ``1.6``, NaN and inf are
+    not. Integer labels are always class ids here (the metric losses compare labels only for
+    equality). The losses turn a true value into a NaN loss, never a plausible number.
+    """
     if "float" not in str(labels.dtype):
         return ops.convert_to_tensor(False)
-    return ops.any(ops.isnan(labels))
+    labels = ops.cast(labels, "float32") if "16" in str(labels.dtype) else labels
+    return ops.logical_not(
+        ops.all(ops.logical_and(ops.isfinite(labels), ops.floor(labels) == labels))
+    )
 
 
 def flatten_labels(labels):

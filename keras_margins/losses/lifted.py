@@ -8,7 +8,7 @@ from keras_margins.distances import (
     check_labels_and_embeddings,
     l2_distance,
     label_masks,
-    labels_nan,
+    labels_not_class_ids,
 )
 from keras_margins.losses._batch import BatchLoss
 from keras_margins.ops import relu
@@ -83,7 +83,7 @@ def lifted_struct_loss(y_true, y_pred, margin=1.0):
     num_ordered = ops.sum(ops.cast(positive, "float32"))
     # Over ordered pairs: sum_(i<j) = sum / 2 and |P| = num_ordered / 2.
     loss = ops.sum(ops.where(valid, hinge, 0.0)) / (2.0 * ops.maximum(num_ordered, 1.0))
-    bad = ops.logical_or(ops.any(ops.isnan(d)), labels_nan(labels))
+    bad = ops.logical_or(ops.any(ops.isnan(d)), labels_not_class_ids(labels))
     if not isinstance(margin, float):
         bad = ops.logical_or(bad, ops.isnan(margin))
     return ops.where(bad, float("nan"), loss)

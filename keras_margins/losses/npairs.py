@@ -9,7 +9,7 @@ regularizer if wanted).
 import keras
 from keras import ops
 
-from keras_margins.distances import flatten_labels
+from keras_margins.distances import flatten_labels, labels_not_class_ids
 from keras_margins.losses._batch import BatchLoss
 
 
@@ -88,7 +88,7 @@ def npairs_loss(y_true, y_pred):
     targets = match / ops.sum(match, axis=1, keepdims=True)
     per_row = _cross_entropy(targets, logits)
     per_row = ops.where(ops.any(ops.isnan(targets), axis=1), float("nan"), per_row)
-    return ops.mean(per_row)
+    return ops.where(labels_not_class_ids(labels), float("nan"), ops.mean(per_row))
 
 
 def _dense_multilabels(y_true):

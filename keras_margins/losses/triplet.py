@@ -21,7 +21,7 @@ from keras_margins.distances import (
     check_distance_metric,
     check_labels_and_embeddings,
     label_masks,
-    labels_nan,
+    labels_not_class_ids,
     pairwise_distance,
 )
 from keras_margins.losses._batch import BatchLoss
@@ -252,7 +252,7 @@ def triplet_loss(
         loss, fraction = _batch_all(d, positive, negative, margin)
     # NaN in, NaN out: the mining (sorts, masked max/min) could select around a NaN distance
     # and report a finite loss.
-    bad = ops.logical_or(ops.any(ops.isnan(d)), labels_nan(y_true))
+    bad = ops.logical_or(ops.any(ops.isnan(d)), labels_not_class_ids(y_true))
     if not isinstance(margin, float):
         bad = ops.logical_or(bad, ops.isnan(margin))
     loss = ops.where(bad, float("nan"), loss)
