@@ -59,7 +59,7 @@ def _exported_classes(module, base):
 def public_layers():
     """``(name, class)`` of every exported layer: heads, layers and the layer-form losses."""
     found = []
-    for module in (km.heads, km.layers, km.losses):
+    for module in (km.heads, km.layers, km.losses, km):
         for name, cls in _exported_classes(module, keras.layers.Layer):
             if cls not in [c for _, c in found]:
                 found.append((name, cls))
@@ -76,16 +76,34 @@ def public_metrics():
     return _exported_classes(km.losses, keras.metrics.Metric)
 
 
-def make(cls):
-    """An instance with default arguments, ``num_classes=NUM_CLASSES`` where it takes one."""
+def _required_arguments(cls):
+    """``num_classes=NUM_CLASSES`` where ``cls`` takes one; a wrapped ArcFace for a wrapper."""
     params = inspect.signature(cls.__init__).parameters
-    return cls(num_classes=NUM_CLASSES) if "num_classes" in params else cls()
+    kwargs = {}
+    if "num_classes" in params:
+        kwargs["num_classes"] = NUM_CLASSES
+    if "head" in params:  # PartialFC: a wrapper around any head
+        kwargs["head"] = km.ArcFace(num_classes=NUM_CLASSES)
+        # k = 4 of the 5 classes sampled per step: a fit batch of 4 has at most 4 distinct
+        # classes, and PartialFC needs k >= that (its documented rule; fewer give NaN).
+        kwargs["sample_rate"] = 0.8
+    return kwargs
+
+
+def make(cls):
+    """An instance with default arguments and the required ones (:func:`_required_arguments`)."""
+    return cls(**_required_arguments(cls))
 
 
 # ---------------------------------------------------------------------------- inputs
 def is_head_like(layer):
     """Called on ``[embeddings, labels]`` (heads, CenterLoss), not on embeddings alone."""
-    return isinstance(layer, (km.MarginHead, km.L2Softmax, km.CenterLoss))
+    return isinstance(layer, (km.MarginHead, km.L2Softmax, km.CenterLoss, km.PartialFC))
+
+
+def is_pair_layer(layer):
+    """Called on a pair of embedding batches ``[a, b]`` (Siamese distances)."""
+    return isinstance(layer, km.PairDistance)
 
 
 def layer_inputs(layer, seed=0, dtype="float32"):
@@ -93,6 +111,8 @@ def layer_inputs(layer, seed=0, dtype="float32"):
     emb = rng.normal(size=(BATCH, EMBEDDING_DIM)).astype(dtype)
     if is_head_like(layer):
         return [emb, (np.arange(BATCH) % NUM_CLASSES).astype("int32")]
+    if is_pair_layer(layer):
+        return [emb, rng.normal(size=(BATCH, EMBEDDING_DIM)).astype(dtype)]
     if isinstance(layer, km.GeMPooling2D):
         return np.abs(rng.normal(size=(2, 4, 4, 3))).astype(dtype)
     return emb
@@ -101,6 +121,8 @@ def layer_inputs(layer, seed=0, dtype="float32"):
 def symbolic_inputs(layer):
     if is_head_like(layer):
         return [keras.Input((EMBEDDING_DIM,)), keras.Input((), dtype="int32")]
+    if is_pair_layer(layer):
+        return [keras.Input((EMBEDDING_DIM,)), keras.Input((EMBEDDING_DIM,))]
     if isinstance(layer, km.GeMPooling2D):
         return keras.Input((4, 4, 3))
     return keras.Input((EMBEDDING_DIM,))
@@ -190,7 +212,6 @@ def bad_argument_cases(cls):
 
 
 def construct_with(cls, name, value):
-    params = inspect.signature(cls.__init__).parameters
-    kwargs = {"num_classes": NUM_CLASSES} if "num_classes" in params else {}
+    kwargs = _required_arguments(cls)
     kwargs[name] = value
     return cls(**kwargs)

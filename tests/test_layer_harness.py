@@ -19,6 +19,11 @@ def ids(pairs):
     return [name for name, _ in pairs]
 
 
+def _exported_layers(module):
+    objects = [getattr(module, name) for name in module.__all__]
+    return {o for o in objects if isinstance(o, type) and issubclass(o, keras.layers.Layer)}
+
+
 def test_the_harness_covers_every_export():
     heads = {c for _, c in TRAINABLE_HEADS}
     for name in km.heads.__all__:
@@ -27,6 +32,10 @@ def test_the_harness_covers_every_export():
             assert obj in heads, name
     assert {n for n, _ in LOSSES} == set(harness.LOSS_INPUTS), "list the new loss's inputs"
     assert {"ArcFace", "SphereFace", "SVSoftmax", "CenterLoss", "GeMPooling2D"} <= set(ids(LAYERS))
+    # The layers exported at the top level only (km.PartialFC, km.PairDistance) too.
+    top_level = _exported_layers(km)
+    covered = {cls for _, cls in LAYERS}
+    assert {km.PartialFC, km.PairDistance} <= top_level <= covered, top_level - covered
 
 
 @pytest.mark.parametrize("name,cls", ALL, ids=ids(ALL))
@@ -60,6 +69,8 @@ def test_layer_xla_equals_eager(name, cls):
     if harness.is_head_like(layer):
         fn = compiled(lambda e, y: layer([e, y], training=False))
         got = fn(*data)
+    elif harness.is_pair_layer(layer):
+        got = compiled(lambda a, b: layer([a, b]))(*data)
     else:
         got = compiled(lambda e: layer(e))(data)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(got), eager, rtol=1e-5, atol=1e-5)
@@ -87,7 +98,8 @@ def test_layer_mixed_precision_gives_float32(name, cls):
     out = layer(half, training=False) if harness.is_head_like(layer) else layer(half)
     keras.config.set_dtype_policy("float32")
     if isinstance(
-        layer, (km.MarginHead, km.L2Softmax, km.ScaledL2Normalization, km.L2Normalization)
+        layer,
+        (km.MarginHead, km.L2Softmax, km.ScaledL2Normalization, km.L2Normalization, km.PartialFC),
     ):
         assert keras.backend.standardize_dtype(out.dtype) == "float32"
     # float16 inputs: the values agree to float16's precision of the inputs.
@@ -143,3 +155,18 @@ def test_loss_short_fit(name, cls):
     model.compile(optimizer="sgd", loss=loss, jit_compile=xla_in_fit())
     history = model.fit(y_pred, y_true, batch_size=harness.BATCH, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
+
+
+def test_partial_fc_short_fit():
+    # PartialFC adds its own loss (its training logits index the sampled classes): loss=None.
+    skip_compiled_fit_on_torch(True)
+    pfc = harness.make(km.PartialFC)
+    emb = keras.Input((harness.EMBEDDING_DIM,))
+    labels = keras.Input((), dtype="int32")
+    model = keras.Model([emb, labels], pfc([keras.layers.Dense(8)(emb), labels]))
+    model.compile(optimizer="sgd", loss=None, jit_compile=xla_in_fit())
+    x, y = harness.layer_inputs(pfc)
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit([x, y], batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
