@@ -327,14 +327,13 @@ class EmbeddingEvaluation(keras.callbacks.Callback):
     Examples:
 
         >>> import numpy as np, keras, keras_margins as km
-        >>> from keras_margins.callbacks import EmbeddingEvaluation
         >>> rng = np.random.default_rng(0)
         >>> x, y = rng.normal(size=(64, 8)).astype("float32"), np.repeat(np.arange(8), 8)
         >>> backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
         >>> train_model, embed_model = km.build_models(backbone, km.ArcFace(num_classes=8))
         >>> train_model.compile("adam",
         ...                     keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        >>> cb = EmbeddingEvaluation(x, y, embed_model, num_pairs=200, n_folds=5)
+        >>> cb = km.EmbeddingEvaluation(x, y, embed_model, num_pairs=200, n_folds=5)
         >>> history = train_model.fit([x, y], y, epochs=1, callbacks=[cb], verbose=0)
         >>> "val_verification_auc" in history.history
         True

@@ -122,9 +122,9 @@ def pairwise_distance(embeddings, distance_metric="L2"):
     Examples:
 
         >>> import numpy as np
-        >>> from keras_margins.distances import pairwise_distance
+        >>> import keras_margins as km
         >>> x = np.array([[0.0, 0.0], [3.0, 4.0]], dtype="float32")
-        >>> np.asarray(pairwise_distance(x)).tolist()
+        >>> np.asarray(km.distances.pairwise_distance(x)).tolist()
         [[0.0, 5.0], [5.0, 0.0]]
     """
     distance_metric = check_distance_metric(distance_metric)
@@ -215,8 +215,8 @@ def label_masks(labels):
     Examples:
 
         >>> import numpy as np
-        >>> from keras_margins.distances import label_masks
-        >>> pos, neg = label_masks(np.array([0, 0, 1]))
+        >>> import keras_margins as km
+        >>> pos, neg = km.distances.label_masks(np.array([0, 0, 1]))
         >>> np.asarray(pos).astype(int).tolist()
         [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
     """

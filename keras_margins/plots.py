@@ -68,8 +68,7 @@ def plot_roc(far, tar=None, label=None, ax=None, path=None, mark_fars=True):
     Examples:
 
         >>> import keras_margins as km
-        >>> from keras_margins.plots import plot_roc
-        >>> fig = plot_roc(*km.roc_curve([0.9, 0.5, 0.4, 0.1], [1, 0, 1, 0])[:2])
+        >>> fig = km.plots.plot_roc(*km.roc_curve([0.9, 0.5, 0.4, 0.1], [1, 0, 1, 0])[:2])
         >>> fig.axes[0].get_xscale()
         'log'
     """
@@ -121,8 +120,8 @@ def plot_cmc(ranks, cmc=None, label=None, ax=None, path=None):
 
     Examples:
 
-        >>> from keras_margins.plots import plot_cmc
-        >>> fig = plot_cmc([1, 2, 3], [0.5, 0.9, 1.0])
+        >>> import keras_margins as km
+        >>> fig = km.plots.plot_cmc([1, 2, 3], [0.5, 0.9, 1.0])
         >>> fig.axes[0].get_xlabel()
         'Rank'
     """
@@ -163,8 +162,8 @@ def plot_score_histogram(scores, issame=None, threshold=None, bins=50, ax=None, 
 
     Examples:
 
-        >>> from keras_margins.plots import plot_score_histogram
-        >>> fig = plot_score_histogram([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0], bins=4)
+        >>> import keras_margins as km
+        >>> fig = km.plots.plot_score_histogram([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0], bins=4)
         >>> len(fig.axes[0].patches)
         8
     """
@@ -248,12 +247,12 @@ def plot_features_on_sphere(
     Examples:
 
         >>> import numpy as np
-        >>> from keras_margins.plots import plot_features_on_sphere
+        >>> import keras_margins as km
         >>> x = np.array([[1.0, 0.1], [2.0, -0.1], [-0.1, 1.0]])
-        >>> fig = plot_features_on_sphere(x, [0, 0, 1])
+        >>> fig = km.plots.plot_features_on_sphere(x, [0, 0, 1])
         >>> len(fig.axes[0].collections)
         2
-        >>> fig = plot_features_on_sphere(x, [0, 0, 1], class_names=["cat", "dog"])
+        >>> fig = km.plots.plot_features_on_sphere(x, [0, 0, 1], class_names=["cat", "dog"])
         >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
         ['cat', 'dog']
     """

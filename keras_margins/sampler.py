@@ -62,9 +62,9 @@ class PKSampler:
     Examples:
 
         >>> import numpy as np
-        >>> from keras_margins.sampler import PKSampler
+        >>> import keras_margins as km
         >>> labels = np.repeat(np.arange(10), 6)
-        >>> sampler = PKSampler(labels, p=4, k=3, seed=0)
+        >>> sampler = km.PKSampler(labels, p=4, k=3, seed=0)
         >>> batch = sampler.batch_indices()
         >>> sorted(np.unique(labels[batch], return_counts=True)[1].tolist())
         [3, 3, 3, 3]

@@ -47,9 +47,9 @@ class PairDistance(keras.layers.Layer):
     Examples:
 
         >>> import numpy as np
-        >>> from keras_margins.siamese import PairDistance
+        >>> import keras_margins as km
         >>> a = np.array([[0.0, 0.0]], "float32"); b = np.array([[3.0, 4.0]], "float32")
-        >>> np.asarray(PairDistance()([a, b])).tolist()
+        >>> np.asarray(km.PairDistance()([a, b])).tolist()
         [5.0]
 
     Reference:
@@ -130,8 +130,7 @@ def build_siamese_model(backbone, metric="euclidean", name="siamese"):
 
         >>> import keras, keras_margins as km
         >>> backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
-        >>> from keras_margins.siamese import build_siamese_model
-        >>> siamese = build_siamese_model(backbone)
+        >>> siamese = km.build_siamese_model(backbone)
         >>> siamese.compile(optimizer="adam", loss=km.ContrastiveLoss(margin=1.0))
     """
     _check_metric(metric)

@@ -40,10 +40,9 @@ def get_embedding_model(model, normalize=True, head=None):
     Examples:
 
         >>> import keras, keras_margins as km
-        >>> from keras_margins.export import get_embedding_model
         >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
         >>> train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=10))
-        >>> embed = get_embedding_model(train_model)
+        >>> embed = km.get_embedding_model(train_model)
         >>> [tuple(t.shape) for t in embed.inputs], tuple(embed.output.shape), embed.output.dtype
         ([(None, 64)], (None, 8), 'float32')
     """

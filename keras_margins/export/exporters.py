@@ -51,10 +51,9 @@ def export_saved_model(model, path, normalize=True, top_k=None, head=None, overw
     Examples:
 
         >>> import tempfile, os, numpy as np, tensorflow as tf, keras, keras_margins as km
-        >>> from keras_margins.export import export_saved_model
         >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
         >>> train_model, _ = km.build_models(backbone, km.ArcFace(num_classes=10))
-        >>> out = export_saved_model(train_model, os.path.join(tempfile.mkdtemp(), "m"), top_k=3)
+        >>> out = km.export_saved_model(train_model, os.path.join(tempfile.mkdtemp(), "m"), top_k=3)
         >>> served = tf.saved_model.load(out)
         >>> emb = served.signatures["serving_default"](images=tf.zeros((5, 64)))["embeddings"]
         >>> emb.shape, emb.dtype.name
@@ -94,9 +93,8 @@ def export_tflite(model, path, normalize=True, head=None, overwrite=False, optim
     Examples:
 
         >>> import tempfile, os, keras, keras_margins as km
-        >>> from keras_margins.export import export_tflite
         >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
-        >>> out = export_tflite(backbone, os.path.join(tempfile.mkdtemp(), "embed.tflite"))
+        >>> out = km.export_tflite(backbone, os.path.join(tempfile.mkdtemp(), "embed.tflite"))
         >>> os.path.getsize(out) > 0
         True
     """
@@ -148,9 +146,8 @@ def export_onnx(model, path, normalize=True, head=None, overwrite=False, opset=N
     Examples:
 
         >>> import tempfile, os, keras, keras_margins as km
-        >>> from keras_margins.export import export_onnx
         >>> backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(8)])
-        >>> out = export_onnx(backbone, os.path.join(tempfile.mkdtemp(), "embed.onnx"))
+        >>> out = km.export_onnx(backbone, os.path.join(tempfile.mkdtemp(), "embed.onnx"))
         >>> os.path.getsize(out) > 0
         True
     """
