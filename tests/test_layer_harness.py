@@ -170,3 +170,24 @@ def test_partial_fc_short_fit():
     history = model.fit([x, y], batch_size=4, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+CLASS_LABEL_LOSSES = [
+    (n, c) for n, c in LOSSES if harness.LOSS_INPUTS[n] in ("embeddings", "similarity", "logits")
+]
+
+
+@pytest.mark.parametrize("name,cls", CLASS_LABEL_LOSSES, ids=ids(CLASS_LABEL_LOSSES))
+def test_float_labels_that_are_not_class_ids_give_nan(name, cls):
+    # Issue 12, one label rule everywhere: a float label must hold an integer (3.0 is a label;
+    # 1.6, 2.5 and inf are not) and a bad label gives a NaN loss, never a plausible number.
+    loss = harness.make(cls)
+    y_true, y_pred = harness.loss_inputs(loss)
+    reference = float(keras.ops.convert_to_numpy(loss(y_true, y_pred)))
+    assert np.isfinite(reference)
+    same = float(keras.ops.convert_to_numpy(loss(y_true.astype("float32"), y_pred)))
+    assert same == pytest.approx(reference, rel=1e-6)
+    for bad in (1.6, 2.5, np.inf):
+        y = y_true.astype("float32")
+        y[3] = bad
+        assert np.isnan(float(keras.ops.convert_to_numpy(loss(y, y_pred)))), bad

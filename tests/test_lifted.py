@@ -178,21 +178,3 @@ def test_fit_on_digits_lowers_the_loss():
     )
     history = model.fit(x[idx], y[idx], batch_size=64, epochs=4, shuffle=False, verbose=0)
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0], history.history
-
-
-@pytest.mark.parametrize("loss_fn", [km.lifted_struct_loss])
-def test_float_labels_that_are_not_class_ids_give_nan(loss_fn):
-    # Issue 12, one label rule everywhere: a float label must hold an integer (3.0 is a label;
-    # 1.6, NaN and inf are not), as the heads and softmax losses treat them.
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(6, 4)).astype("float32")
-    y_pred = x
-    labels = np.array([0, 0, 1, 1, 2, 2])
-    reference = float(keras.ops.convert_to_numpy(loss_fn(labels, y_pred)))
-    assert np.isfinite(reference)
-    same = loss_fn(labels.astype("float32"), y_pred)
-    assert float(keras.ops.convert_to_numpy(same)) == pytest.approx(reference, rel=1e-6)
-    for bad in (1.6, 2.5, np.inf):
-        y = labels.astype("float32")
-        y[3] = bad
-        assert np.isnan(float(keras.ops.convert_to_numpy(loss_fn(y, y_pred)))), bad
