@@ -146,7 +146,6 @@ class HardMiningSoftmaxLoss(_LogitsLoss):
         name: Loss name. Defaults to ``"hard_mining_softmax_loss"``.
         dtype: Loss dtype. Defaults to ``None`` (float32).
 
-
     Examples:
 
         >>> import numpy as np, keras_margins as km
@@ -195,7 +194,6 @@ class FocalSoftmaxLoss(_LogitsLoss):
         reduction: Keras reduction. Defaults to ``"sum_over_batch_size"``.
         name: Loss name. Defaults to ``"focal_softmax_loss"``.
         dtype: Loss dtype. Defaults to ``None`` (float32).
-
 
     Examples:
 
