@@ -201,6 +201,7 @@ class PartialFC(keras.layers.Layer):
                 kernel=self.sampled_kernel(classes),
                 training=training,
                 kernel_transposed=True,
+                classes=classes,
             )
             width = self.num_sample
         else:

@@ -84,8 +84,8 @@ def test_declared_non_target_rewrite_sees_cosines_and_is_scaled_after(rng):
     class Doubler(km.MarginHead):
         rewrites_non_targets = True
 
-        def combine(self, cos, target, is_target):
-            return keras.ops.where(is_target, target[:, None], 2.0 * cos)
+        def combine(self, cos, target, is_target, scale, cos_y=None, training=None):
+            return keras.ops.where(is_target, target[:, None], 2.0 * cos) * scale
 
     x = rng.normal(size=(4, 3)).astype("float32")
     w = rng.normal(size=(3, 5)).astype("float32")

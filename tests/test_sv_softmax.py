@@ -139,7 +139,7 @@ def test_indicator_at_the_boundary_is_strict_and_carries_no_gradient():
     # no term from the indicator (a step function), checked through the cosine of class 2.
     is_target = keras.ops.convert_to_tensor(np.array([[True, False, False]]))
     _, (grad,) = value_and_grads(
-        lambda cos_t: keras.ops.sum(head.combine(cos_t, cos_t[:, 0], is_target)), cos[None, :]
+        lambda cos_t: keras.ops.sum(head.combine(cos_t, cos_t[:, 0], is_target, 1.0)), cos[None, :]
     )
     grad = grad[0]
     np.testing.assert_allclose(grad, [1.0, 1.0, 1.5])

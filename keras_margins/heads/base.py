@@ -129,8 +129,9 @@ class MarginHead(keras.layers.Layer):
       in cosine units (CosFace: ``cos_y - m``). The only hook most heads need.
     - :meth:`logit_scale` ``(norm)``: the factor multiplying every logit, a scalar or ``(B, 1)``
       (defaults to ``scale``; SphereFace returns the feature norm).
-    - :meth:`combine` ``(cos, target, is_target)`` with ``rewrites_non_targets = True``: for
-      heads that change non-target logits too (SV-Softmax); called on cosines, before the scale.
+    - :meth:`combine` ``(cos, target, is_target, scale, cos_y, training)`` with
+      ``rewrites_non_targets = True``: for heads that change non-target logits too (SV-Softmax,
+      CurricularFace) or the scale from the batch's cosines (AdaCos); returns the scaled logits.
     - :meth:`build_state` ``()``: create training-time state with :meth:`add_training_state`,
       advanced in :meth:`target_logit` by :meth:`update_training_state` (SphereFace's step).
     - ``uses_labels = False`` for a head without a margin (no warning without labels).
@@ -163,6 +164,13 @@ class MarginHead(keras.layers.Layer):
         kernel_initializer: Initializer of the class centres. Defaults to ``"glorot_uniform"``.
         kernel_regularizer: Optional regularizer of the class centres. Defaults to ``None``.
         kernel_constraint: Optional constraint of the class centres. Defaults to ``None``.
+        interclass_filtering_threshold: Optional threshold ``t`` in ``[-1, 1)`` of insightface's
+            inter-class filtering: with labels, every non-target cosine above ``t`` is set to 0
+            (its logit is ``s * 0``) and gets no gradient, before the margin is applied, so that
+            a class centre too close to the sample (likely the same identity under another
+            label, in noisy data) is not pushed away. The target is never filtered. insightface
+            uses 0.4 on its noisiest data (WebFace12M-Conflict). ``None`` turns it off.
+            Defaults to ``None``.
         **kwargs: Base layer arguments (``name``, ``dtype``, ``trainable``).
     """
 
@@ -189,6 +197,7 @@ class MarginHead(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         kernel_regularizer=None,
         kernel_constraint=None,
+        interclass_filtering_threshold=None,
         **kwargs,
     ):
         # The head computes in float32 itself: Keras must not cast its inputs or kernel to a
@@ -213,6 +222,16 @@ class MarginHead(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        if interclass_filtering_threshold is not None:
+            interclass_filtering_threshold = check_float(
+                "interclass_filtering_threshold",
+                interclass_filtering_threshold,
+                low=-1.0,
+                high=1.0,
+                high_open=True,
+                range_text="[-1, 1) (or None to turn the filtering off)",
+            )
+        self.interclass_filtering_threshold = interclass_filtering_threshold
         self.supports_masking = False
         self._warned_without_labels = False
 
@@ -325,7 +344,13 @@ class MarginHead(keras.layers.Layer):
         return self.compute_logits(embeddings, labels, training=training)
 
     def compute_logits(
-        self, embeddings, labels=None, kernel=None, training=None, kernel_transposed=False
+        self,
+        embeddings,
+        labels=None,
+        kernel=None,
+        training=None,
+        kernel_transposed=False,
+        classes=None,
     ):
         """The head's logits for ``embeddings`` (and ``labels``), optionally on a kernel subset.
 
@@ -333,7 +358,9 @@ class MarginHead(keras.layers.Layer):
         ``(D, C' * sub_centers)``, e.g. the class centres Partial FC sampled for this step) the
         logits cover those ``C'`` classes only and ``labels`` must index into them. With
         ``kernel_transposed=True`` the given ``kernel`` is ``(C' * sub_centers, D)``, one class
-        centre per row.
+        centre per row. ``classes`` (int ``(C',)``) gives the class id of each of those ``C'``
+        classes, so that :meth:`target_logit` sees class ids (per-class margins); without it
+        the kernel's classes are ``0 .. C' - 1``.
         """
         check_embedding_rank(tuple(embeddings.shape))
         w = self.kernel_tensor(kernel)
@@ -358,17 +385,27 @@ class MarginHead(keras.layers.Layer):
         # Only the target entry changes: the scale is folded into the embeddings before the
         # product and the target logit is written in place, so no (B, C) pass is spent on the
         # scale, a clip or a mask. A head that rewrites other logits too works on the cosines.
-        folded = row_factor if self.rewrites_non_targets else row_scale
+        rewrites = self.rewrites_non_targets or self.interclass_filtering_threshold is not None
+        folded = row_factor if rewrites else row_scale
         out, cos_y = normalized_matmul_with_target(
             x * folded, w, index, 1.0 / folded[:, 0], self.sub_centers, t
         )
         logits = max_over_sub_centers(out, self.sub_centers)
-        target = self.target_logit(
-            ops.clip(cos_y, -1.0, 1.0), norm=norm[:, 0], labels=index, training=training
-        )
-        if self.rewrites_non_targets:
+        cos_y = ops.clip(cos_y, -1.0, 1.0)
+        class_labels = index if classes is None else ops.take(ops.cast(classes, "int32"), index)
+        target = self.target_logit(cos_y, norm=norm[:, 0], labels=class_labels, training=training)
+        if rewrites:
             is_target = ops.arange(num_classes, dtype="int32")[None, :] == index[:, None]
-            return self.combine(logits, target, is_target) * scale
+            if self.interclass_filtering_threshold is not None:
+                # insightface's filtering: on the cosines, before any margin; `where` passes no
+                # gradient to the zeroed entries. A NaN row stays NaN (NaN > t is false).
+                dirty = ops.logical_and(
+                    logits > self.interclass_filtering_threshold, ops.logical_not(is_target)
+                )
+                logits = ops.where(dirty, ops.zeros_like(logits), logits)
+            return self.combine(
+                logits, target, is_target, scale=scale, cos_y=cos_y, training=training
+            )
         rows = ops.arange(ops.shape(index)[0], dtype="int32")
         return ops.scatter_update(
             logits, ops.stack([rows, index], axis=1), target * row_scale[:, 0]
@@ -395,8 +432,9 @@ class MarginHead(keras.layers.Layer):
         Args:
             cos_y: float32 ``(B,)`` target cosines, clipped to [-1, 1].
             norm: float32 ``(B,)`` feature norms ``||x||`` (for norm-aware margins).
-            labels: int32 ``(B,)`` target indices into the classes of this call (for
-                per-class margins; under Partial FC, positions among the sampled classes).
+            labels: int32 ``(B,)`` class ids in ``[0, num_classes)`` (for per-class margins;
+                under Partial FC too, where the columns are a sample of the classes). A bad
+                label's row is NaN whatever is returned; its id here is clipped into range.
             training: Keras training flag (a Python value); state changes go through
                 :meth:`update_training_state`.
 
@@ -405,19 +443,23 @@ class MarginHead(keras.layers.Layer):
         """
         return cos_y
 
-    def combine(self, cos, target, is_target):
-        """Hook (with ``rewrites_non_targets = True``): the ``(B, C)`` logits in cosine units.
+    def combine(self, cos, target, is_target, scale, cos_y=None, training=None):
+        """Hook (with ``rewrites_non_targets = True``): the ``(B, C)`` logits, scaled.
 
         Args:
-            cos: float32 ``(B, C)`` cosines (max over sub-centres).
+            cos: float32 ``(B, C)`` cosines (max over sub-centres; inter-class filtered entries
+                are 0; a bad label's row is NaN).
             target: float32 ``(B,)`` target values from :meth:`target_logit`.
             is_target: bool ``(B, C)``, true at each sample's target class.
+            scale: float32 scalar or ``(B, 1)`` from :meth:`logit_scale`.
+            cos_y: float32 ``(B,)`` target cosines before the margin (clipped to [-1, 1]).
+            training: Keras training flag (a Python value), for state updates.
 
         Returns:
-            float32 ``(B, C)``; the base multiplies it by :meth:`logit_scale`. Defaults to the
-            cosines with each target written in place.
+            float32 ``(B, C)`` logits. Defaults to the cosines with each target written in
+            place, times ``scale``.
         """
-        return ops.where(is_target, target[:, None], cos)
+        return ops.where(is_target, target[:, None], cos) * scale
 
     def get_config(self):
         config = super().get_config()
@@ -429,6 +471,7 @@ class MarginHead(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "interclass_filtering_threshold": self.interclass_filtering_threshold,
             }
         )
         return config

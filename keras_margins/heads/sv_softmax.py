@@ -137,7 +137,7 @@ class SVSoftmax(MarginHead):
     def _mask(self, cos, target, is_target):
         return ops.logical_and(cos > target[:, None], ops.logical_not(is_target))
 
-    def combine(self, cos, target, is_target):
+    def combine(self, cos, target, is_target, scale, cos_y=None, training=None):
         sv = self._mask(cos, target, is_target)
         if layer_metrics_supported():  # not on JAX: see layer_metrics_supported
             pairs = ops.cast(ops.shape(cos)[0] * (ops.shape(cos)[1] - 1), "float32")
@@ -145,7 +145,7 @@ class SVSoftmax(MarginHead):
                 ops.divide_no_nan(ops.sum(ops.cast(sv, "float32")), pairs)
             )
         reweighted = ops.where(sv, self.t * cos + (self.t - 1.0), cos)
-        return ops.where(is_target, target[:, None], reweighted)
+        return ops.where(is_target, target[:, None], reweighted) * scale
 
     def support_vector_mask(self, embeddings, labels):
         """Boolean ``(B, num_classes)`` mask of the support vectors (target columns False).
