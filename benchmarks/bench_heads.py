@@ -62,8 +62,40 @@ def head_classes():
     return out
 
 
-def make_tf_steps(batch, dim, num_classes, xla, seed=0, with_torch=True):
-    """Build {name: zero-argument callable running one step} for all contenders."""
+def head_variants(num_classes):
+    """(name, zero-argument factory) of head settings other than the defaults worth timing."""
+    import numpy as np
+
+    import keras_margins as km
+
+    c = num_classes
+    return [
+        ("ArcFace, per-class margins", lambda: km.ArcFace(c, margin=np.linspace(0.05, 0.5, c))),
+        (
+            "ArcFace, inter-class filter 0.4",
+            lambda: km.ArcFace(c, interclass_filtering_threshold=0.4),
+        ),
+        ("ElasticFace+ (arc)", lambda: km.ElasticFace(c, sigma=0.0175, plus=True, seed=0)),
+        ("ElasticFace (cos)", lambda: km.ElasticFace(c, margin=0.35, base="cos", seed=0)),
+        ("AdaCos (dynamic)", lambda: km.AdaCos(c, dynamic=True)),
+    ]
+
+
+def selected(name, only):
+    """Whether contender ``name`` is timed: the floor always; the rest if ``only`` names them.
+
+    A variant (``"ElasticFace+ (arc)"``) is selected by its head's name (``ElasticFace``).
+    """
+    head = name.split(" ")[0].rstrip(",+")
+    return only is None or name.startswith("floor") or head in only or name in only
+
+
+def make_tf_steps(batch, dim, num_classes, xla, seed=0, with_torch=True, only=None):
+    """Build {name: zero-argument callable running one step} for all contenders.
+
+    ``only``: a list of head names (``ArcFace``, ``AdaFace``, ...; a variant is selected by its
+    head's name) to time besides the floor; ``None`` times every contender.
+    """
     import numpy as np
     import tensorflow as tf
 
@@ -89,9 +121,14 @@ def make_tf_steps(batch, dim, num_classes, xla, seed=0, with_torch=True):
 
     steps["floor (Dense + CE)"] = lambda: floor_step(x, y)
 
-    for name, cls in head_classes():
+    factories = [
+        (name, lambda cls=cls: cls(num_classes=num_classes)) for name, cls in head_classes()
+    ]
+    for name, factory in factories + head_variants(num_classes):
+        if not selected(name, only):
+            continue
         try:
-            head = cls(num_classes=num_classes)
+            head = factory()
             head.build((None, dim))
             head.kernel.assign(w0)
         except Exception as exc:  # a head that needs other arguments: say so, go on
@@ -107,6 +144,8 @@ def make_tf_steps(batch, dim, num_classes, xla, seed=0, with_torch=True):
                     loss = tf.reduce_mean(
                         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
                     )
+                    if head.losses:  # a loss the head adds itself (MagFace's regulariser)
+                        loss = loss + tf.add_n(head.losses)
                 gx, gw = tape.gradient(loss, [x, head.kernel.value])
                 return loss, gx, gw
 
@@ -136,9 +175,10 @@ def make_tf_steps(batch, dim, num_classes, xla, seed=0, with_torch=True):
         gx, gw = tape.gradient(loss, [x, w_kaggle])
         return loss, gx, gw
 
-    steps["Kaggle ArcFace (one-hot mix)"] = lambda: kaggle_step(x, y)
+    if selected("Kaggle ArcFace (one-hot mix)", only):
+        steps["Kaggle ArcFace (one-hot mix)"] = lambda: kaggle_step(x, y)
 
-    if with_torch:
+    if with_torch and only is None:
         steps.update(make_torch_steps(x.numpy(), y.numpy(), w0))
     return steps
 
@@ -504,6 +544,19 @@ def main():
         metavar="C",
         help="only the op-by-op cost breakdown of the base head at C classes (B=256, D=512)",
     )
+    parser.add_argument(
+        "--shape",
+        nargs=3,
+        type=int,
+        metavar=("B", "D", "C"),
+        help="time this one shape only (no memory or Partial FC runs)",
+    )
+    parser.add_argument(
+        "--heads", nargs="+", help="time these heads only (e.g. ArcFace AdaFace), besides the floor"
+    )
+    parser.add_argument(
+        "--tag", default=None, help="write bench_heads_TAG.{json,md} instead of bench_heads.*"
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -562,6 +615,11 @@ def main():
             ],
         )
 
+    if args.shape:
+        shapes = [tuple(args.shape)]
+        memory_cs = []
+        args.no_partial_fc = True
+
     results = {
         "machine": {
             "platform": platform.platform(),
@@ -586,7 +644,9 @@ def main():
     for batch, dim, num_classes in shapes:
         for xla in (False, True):
             print(f"\n== timing B={batch} D={dim} C={num_classes} XLA={'on' if xla else 'off'}")
-            steps = make_tf_steps(batch, dim, num_classes, xla, with_torch=not args.no_torch)
+            steps = make_tf_steps(
+                batch, dim, num_classes, xla, with_torch=not args.no_torch, only=args.heads
+            )
             if xla:  # torch does not depend on XLA: time it once, with XLA off
                 steps = {k: v for k, v in steps.items() if not is_torch(k)}
             medians, _ = run_alternating(steps, rounds)
@@ -613,7 +673,7 @@ def main():
             print(table, flush=True)
             md += ["", f"## B={batch}, D={dim}, C={num_classes}, XLA {'on' if xla else 'off'}", ""]
             md.append(table)
-            save(results, md, args.quick)
+            save(results, md, args.quick, args.tag)
 
     peer_rows = peer_summary(results)
     if peer_rows:
@@ -640,7 +700,7 @@ def main():
             "",
             table,
         ]
-        save(results, md, args.quick)
+        save(results, md, args.quick, args.tag)
 
     if memory_cs and not args.no_memory:
         batch, dim = memory_shape
@@ -670,7 +730,7 @@ def main():
         print(f"\n== peak memory of one training step (SGD), B={batch} D={dim}")
         print(table, flush=True)
         md += ["", f"## Peak memory of one training step (SGD), B={batch}, D={dim}", "", table]
-        save(results, md, args.quick)
+        save(results, md, args.quick, args.tag)
 
     if not args.no_partial_fc:
         batch, dim, c = pfc_shape
@@ -725,7 +785,7 @@ def main():
             table,
         ]
 
-    path = save(results, md, args.quick)
+    path = save(results, md, args.quick, args.tag)
     print(f"\nwrote {path}.json / .md")
 
 
@@ -776,10 +836,11 @@ def peer_summary(results):
     return rows
 
 
-def save(results, md, quick):
+def save(results, md, quick, tag=None):
     """Write what is measured so far (called after every section)."""
     os.makedirs(RESULTS, exist_ok=True)
-    stem = os.path.join(RESULTS, "bench_heads_quick" if quick else "bench_heads")
+    name = f"bench_heads_{tag}" if tag else ("bench_heads_quick" if quick else "bench_heads")
+    stem = os.path.join(RESULTS, name)
     with open(stem + ".json", "w") as f:
         json.dump(results, f, indent=2)
     with open(stem + ".md", "w") as f:

@@ -26,6 +26,15 @@ MARGIN_HEADS = {
     "subcenter-arcface": lambda c: km.ArcFace(c, scale=SCALE, margin=0.5, sub_centers=3),
     "svsoftmax": lambda c: km.SVSoftmax(c, scale=SCALE, t=1.2, margin=0.35, margin_type="cosine"),
     "combined": lambda c: km.CombinedMargin(c, scale=SCALE, m1=1.0, m2=0.3, m3=0.2),
+    "adaface": lambda c: km.AdaFace(c, scale=SCALE, margin=0.4, h=0.333),
+    "magface": lambda c: km.MagFace(c, scale=SCALE),
+    "curricularface": lambda c: km.CurricularFace(c, scale=SCALE, margin=0.5),
+    "elasticface": lambda c: km.ElasticFace(c, scale=SCALE, margin=0.5, sigma=0.05, seed=0),
+    "elasticface-plus": lambda c: km.ElasticFace(
+        c, scale=SCALE, margin=0.5, sigma=0.0175, plus=True, seed=0
+    ),
+    "adacos": lambda c: km.AdaCos(c),
+    "adacos-dynamic": lambda c: km.AdaCos(c, dynamic=True),
 }
 
 METHODS = ["softmax", *MARGIN_HEADS, "center", "triplet"]
@@ -40,6 +49,13 @@ DESCRIPTIONS = {
     "subcenter-arcface": f"sub-center ArcFace K=3 s={SCALE:g} m=0.5",
     "svsoftmax": f"SV-AM-Softmax s={SCALE:g} m=0.35 t=1.2",
     "combined": f"CombinedMargin s={SCALE:g} (1, 0.3, 0.2)",
+    "adaface": f"AdaFace s={SCALE:g} m=0.4 h=0.333",
+    "magface": f"MagFace s={SCALE:g}, margins 0.45-0.8 over norms 10-110, lambda_g 35",
+    "curricularface": f"CurricularFace s={SCALE:g} m=0.5",
+    "elasticface": f"ElasticFace-Arc s={SCALE:g} m=0.5 sigma=0.05",
+    "elasticface-plus": f"ElasticFace-Arc+ s={SCALE:g} m=0.5 sigma=0.0175",
+    "adacos": "AdaCos, fixed scale sqrt(2) log(C-1)",
+    "adacos-dynamic": "AdaCos, dynamic scale",
     "center": "softmax + center loss (weight 0.003, alpha 0.5)",
     "triplet": "triplet, semi-hard mining (margin 1.0), P x K batches",
 }

@@ -91,6 +91,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--output", default=os.path.join("benchmarks", "results"))
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
+    parser.add_argument(
+        "--tag", default=None, help="write compare_DATASET_TAG.* (keeps the full run's files)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.epochs, args.seeds = 1, args.seeds[:1]
@@ -140,7 +143,8 @@ def main(argv=None):
     print(f"\ntotal time: {time.perf_counter() - started:.0f} s")
 
     os.makedirs(args.output, exist_ok=True)
-    stem = os.path.join(args.output, f"compare_{args.dataset}" + ("_smoke" if args.smoke else ""))
+    suffix = ("_" + args.tag if args.tag else "") + ("_smoke" if args.smoke else "")
+    stem = os.path.join(args.output, f"compare_{args.dataset}{suffix}")
     with open(stem + ".md", "w") as f:
         f.write(table + "\n")
     with open(stem + ".json", "w") as f:

@@ -62,6 +62,13 @@ NAMES = {
     "subcenter-arcface": "sub-center ArcFace",
     "svsoftmax": "SV-Softmax",
     "combined": "CombinedMargin",
+    "adaface": "AdaFace",
+    "magface": "MagFace",
+    "curricularface": "CurricularFace",
+    "elasticface": "ElasticFace",
+    "elasticface-plus": "ElasticFace+",
+    "adacos": "AdaCos",
+    "adacos-dynamic": "AdaCos (dynamic)",
     "center": "softmax + center loss",
     "triplet": "triplet",
 }
