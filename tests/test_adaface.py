@@ -238,6 +238,8 @@ def test_partial_fc_with_sub_centers_gives_the_reference_on_the_sampled_classes(
     z = ref_z(norms, mu, sigma, 0.333)
     expected = ref_logits(x, kernel, labels, z, 8.0, 0.4, k=3)[:, [1, 3, 6, 8]]
     np.testing.assert_allclose(logits, expected, atol=1e-4)
+    # Without Partial FC: a copy of the head with the centres and the statistics.
+    assert stats(pfc.to_head()) == stats(head)
 
 
 # --------------------------------------------------------------------------- training and saving

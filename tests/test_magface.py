@@ -275,6 +275,8 @@ def test_embedding_model_returns_the_raw_norm(normalize, rng):
     assert len(km.get_embedding_model(train_model).outputs) == 1
     with pytest.raises(ValueError, match="`return_norm`"):
         km.get_embedding_model(train_model, return_norm="yes")
+    with pytest.raises(ValueError, match="`return_norm`"):
+        km.build_models(backbone, km.MagFace(3), return_norm=1)
 
 
 def test_norm_is_exact_at_any_magnitude_and_float32_under_mixed_precision():
