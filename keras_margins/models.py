@@ -3,6 +3,7 @@
 import keras
 
 from keras_margins._validation import check_choice, check_flag
+from keras_margins.export.embedding_model import EmbeddingNorm
 from keras_margins.layers.normalization import L2Normalization
 
 _LABEL_INPUTS = ("sparse", "one_hot")
@@ -59,7 +60,14 @@ def _check_label_dtype(label_dtype, label_input):
     return dtype
 
 
-def build_models(backbone, head, normalize_embeddings=True, label_dtype=None, label_input="sparse"):
+def build_models(
+    backbone,
+    head,
+    normalize_embeddings=True,
+    label_dtype=None,
+    label_input="sparse",
+    return_norm=False,
+):
     """Build the training model and the embedding model of the two-input pattern.
 
     The training model takes ``[*backbone_inputs, labels]`` and returns the head's logits; train
@@ -87,6 +95,10 @@ def build_models(backbone, head, normalize_embeddings=True, label_dtype=None, la
             ``"float32"`` (one-hot).
         label_input: ``"sparse"`` (class indices, shape ``(B,)``) or ``"one_hot"`` (shape
             ``(B, num_classes)``). Defaults to ``"sparse"``.
+        return_norm: The embedding model also returns each embedding's norm ``||x||`` before
+            normalization, float32 ``(B, 1)``, as a second output (``[embeddings, norms]``;
+            see :class:`keras_margins.export.embedding_model.EmbeddingNorm`): MagFace's quality
+            score. Defaults to ``False``.
 
     Returns:
         ``(training_model, embedding_model)``.
@@ -121,6 +133,7 @@ def build_models(backbone, head, normalize_embeddings=True, label_dtype=None, la
         raise ValueError(f"`backbone` must be a Keras model. Received: backbone={backbone!r}")
     normalize_embeddings = check_flag("normalize_embeddings", normalize_embeddings)
     label_input = check_choice("label_input", label_input, _LABEL_INPUTS)
+    return_norm = check_flag("return_norm", return_norm)
     if label_dtype is None:
         label_dtype = "int32" if label_input == "sparse" else "float32"
     label_dtype = _check_label_dtype(label_dtype, label_input)
@@ -142,6 +155,8 @@ def build_models(backbone, head, normalize_embeddings=True, label_dtype=None, la
     embeddings = features
     if normalize_embeddings:
         embeddings = L2Normalization(name="l2_normalize")(features)
+    if return_norm:
+        embeddings = [embeddings, EmbeddingNorm(name="embedding_norm")(features)]
     embedding_model = keras.Model(
         inputs[0] if len(inputs) == 1 else inputs, embeddings, name=f"{backbone.name}_embedding"
     )

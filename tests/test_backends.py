@@ -116,6 +116,9 @@ BACKEND_MODULES = [
     "tests/test_validation.py",
     "tests/test_layer_harness.py",
     "tests/test_head_base.py",
+    "tests/test_adaface.py::test_matches_reference_over_steps",
+    "tests/test_magface.py::test_gradients_through_the_norm_match_finite_differences",
+    "tests/test_magface.py::test_fit_and_evaluate_report_the_same_loss_with_the_regulariser",
 ]
 
 

@@ -4,9 +4,39 @@ import keras
 
 from keras_margins._validation import check_flag
 from keras_margins.export.graph import locate
+from keras_margins.ops import feature_norm
 
 
-def get_embedding_model(model, normalize=True, head=None):
+@keras.saving.register_keras_serializable(package="keras_margins")
+class EmbeddingNorm(keras.layers.Layer):
+    """The L2 norm ``||x||`` of each embedding, float32 ``(B, 1)``, at any magnitude.
+
+    Computed in float32 on the row scaled to a largest entry of about 1, then scaled back
+    (:func:`keras_margins.ops.feature_norm`), so the norm of features of magnitude 1e-30 or
+    1e30 is exact where float32 represents it. A zero row gets 1e-6; NaN in gives NaN. This is
+    the norm the heads see (MagFace's quality score, AdaFace's ``n``).
+
+    Example:
+
+        >>> import numpy as np
+        >>> from keras_margins.export.embedding_model import EmbeddingNorm
+        >>> norms = EmbeddingNorm()(np.array([[3e30, 4e30], [3.0, 4.0]], "float32")).numpy()
+        >>> norms.shape, bool(np.allclose(norms[:, 0], [5e30, 5.0], rtol=1e-6))
+        ((2, 1), True)
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        return feature_norm(keras.ops.cast(inputs, "float32"), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*tuple(input_shape)[:-1], 1)
+
+
+def get_embedding_model(model, normalize=True, head=None, return_norm=False):
     """The Keras embedding model ``images -> float32 embeddings`` of a (training) model.
 
     If ``model`` contains a keras_margins head (or ``PartialFC`` layer) called as
@@ -30,9 +60,13 @@ def get_embedding_model(model, normalize=True, head=None):
             ``model`` has several heads fed by different embeddings. A head that is not in a
             training model (for example ``pfc.to_head()``, a copy) is a ``ValueError``.
             Defaults to ``None``.
+        return_norm: Also return each embedding's norm ``||x||`` before normalization, as a
+            second output: float32 ``(B, 1)`` (:class:`EmbeddingNorm`, exact at any magnitude).
+            With MagFace it is the quality score of the sample. Defaults to ``False``.
 
     Returns:
-        A ``keras.Model`` from the image input(s) to float32 embeddings ``(B, D)``.
+        A ``keras.Model`` from the image input(s) to float32 embeddings ``(B, D)``; with
+        ``return_norm=True`` to ``[embeddings, norms]`` with norms ``(B, 1)``.
 
     Raises:
         ValueError: if no embedding output can be identified.
@@ -47,11 +81,12 @@ def get_embedding_model(model, normalize=True, head=None):
         ([(None, 64)], (None, 8), 'float32')
     """
     check_flag("normalize", normalize)
+    check_flag("return_norm", return_norm)
     inputs, features, _ = locate(model, head)
-    return embedding_model(model, inputs, features, normalize)
+    return embedding_model(model, inputs, features, normalize, return_norm)
 
 
-def embedding_model(model, inputs, features, normalize):
+def embedding_model(model, inputs, features, normalize, return_norm=False):
     out = keras.layers.Activation("linear", dtype="float32")(features)  # cast to float32
     if normalize:
         # Divide by the max-abs first, so that no squared norm overflows (features above
@@ -60,6 +95,8 @@ def embedding_model(model, inputs, features, normalize):
         peak = keras.ops.max(keras.ops.abs(out), axis=-1, keepdims=True)
         out = out / keras.ops.where(peak > 0, peak, keras.ops.ones_like(peak))
         out = keras.layers.UnitNormalization(axis=-1, dtype="float32")(out)
+    if return_norm:
+        out = [out, EmbeddingNorm(dtype="float32")(features)]
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, out, name=f"{model.name}_embed")
 
 

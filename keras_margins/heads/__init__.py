@@ -1,5 +1,6 @@
 """Margin-based softmax heads."""
 
+from keras_margins.heads.adaface import AdaFace
 from keras_margins.heads.arcface import ArcFace, ArcMarginLayer
 from keras_margins.heads.base import MarginHead
 from keras_margins.heads.combined_margin import CombinedMargin
@@ -9,6 +10,7 @@ from keras_margins.heads.l2_softmax import (
     ScaledL2Normalization,
     l2_softmax_alpha_lower_bound,
 )
+from keras_margins.heads.magface import MagFace, magface_lambda_g_lower_bound
 from keras_margins.heads.norm_softmax import NormSoftmax
 from keras_margins.heads.sphereface import SphereFace
 from keras_margins.heads.sv_softmax import SVSoftmax
@@ -25,4 +27,7 @@ __all__ = [
     "ScaledL2Normalization",
     "l2_softmax_alpha_lower_bound",
     "SVSoftmax",
+    "AdaFace",
+    "MagFace",
+    "magface_lambda_g_lower_bound",
 ]
