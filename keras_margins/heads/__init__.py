@@ -1,9 +1,11 @@
 """Margin-based softmax heads."""
 
+from keras_margins.heads.adacos import AdaCos
 from keras_margins.heads.arcface import ArcFace, ArcMarginLayer
 from keras_margins.heads.base import MarginHead
 from keras_margins.heads.combined_margin import CombinedMargin
 from keras_margins.heads.cosface import CosFace
+from keras_margins.heads.curricularface import CurricularFace
 from keras_margins.heads.l2_softmax import (
     L2Softmax,
     ScaledL2Normalization,
@@ -25,4 +27,6 @@ __all__ = [
     "ScaledL2Normalization",
     "l2_softmax_alpha_lower_bound",
     "SVSoftmax",
+    "CurricularFace",
+    "AdaCos",
 ]
