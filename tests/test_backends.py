@@ -119,6 +119,10 @@ BACKEND_MODULES = [
     "tests/test_adaface.py::test_matches_reference_over_steps",
     "tests/test_magface.py::test_gradients_through_the_norm_match_finite_differences",
     "tests/test_magface.py::test_fit_and_evaluate_report_the_same_loss_with_the_regulariser",
+    "tests/test_curricularface.py::test_matches_reference_over_steps",
+    "tests/test_curricularface.py::test_gradients_match_finite_differences",
+    "tests/test_adacos.py::test_dynamic_matches_reference_over_steps",
+    "tests/test_adacos.py::test_xla_matches_eager_and_updates_the_scale",
 ]
 
 

@@ -1,10 +1,12 @@
 """Margin-based softmax heads."""
 
 from keras_margins.heads.adaface import AdaFace
+from keras_margins.heads.adacos import AdaCos
 from keras_margins.heads.arcface import ArcFace, ArcMarginLayer
 from keras_margins.heads.base import MarginHead
 from keras_margins.heads.combined_margin import CombinedMargin
 from keras_margins.heads.cosface import CosFace
+from keras_margins.heads.curricularface import CurricularFace
 from keras_margins.heads.l2_softmax import (
     L2Softmax,
     ScaledL2Normalization,
@@ -30,4 +32,6 @@ __all__ = [
     "AdaFace",
     "MagFace",
     "magface_lambda_g_lower_bound",
+    "CurricularFace",
+    "AdaCos",
 ]
