@@ -12,6 +12,8 @@ from keras_margins.heads.l2_softmax import (
 from keras_margins.heads.norm_softmax import NormSoftmax
 from keras_margins.heads.sphereface import SphereFace
 from keras_margins.heads.sv_softmax import SVSoftmax
+from keras_margins.heads.elasticface import ElasticFace
+from keras_margins.heads.class_margins import class_size_margins
 
 __all__ = [
     "MarginHead",
@@ -25,4 +27,6 @@ __all__ = [
     "ScaledL2Normalization",
     "l2_softmax_alpha_lower_bound",
     "SVSoftmax",
+    "ElasticFace",
+    "class_size_margins",
 ]
