@@ -2,8 +2,10 @@
 
 from keras_margins.heads.arcface import ArcFace, ArcMarginLayer
 from keras_margins.heads.base import MarginHead
+from keras_margins.heads.class_margins import class_size_margins
 from keras_margins.heads.combined_margin import CombinedMargin
 from keras_margins.heads.cosface import CosFace
+from keras_margins.heads.elasticface import ElasticFace
 from keras_margins.heads.l2_softmax import (
     L2Softmax,
     ScaledL2Normalization,
@@ -12,8 +14,6 @@ from keras_margins.heads.l2_softmax import (
 from keras_margins.heads.norm_softmax import NormSoftmax
 from keras_margins.heads.sphereface import SphereFace
 from keras_margins.heads.sv_softmax import SVSoftmax
-from keras_margins.heads.elasticface import ElasticFace
-from keras_margins.heads.class_margins import class_size_margins
 
 __all__ = [
     "MarginHead",

@@ -131,8 +131,9 @@ def class_size_margins(class_counts, low=0.05, high=0.5, power=0.25):
         >>> head = km.ArcFace(num_classes=3, scale=80.0, margin=margins, sub_centers=3)
 
     Reference:
-        Ha, Liu and Liu, "Google Landmark Recognition 2020 Competition Third Place Solution",
-        arXiv 2010.05350 (and the code, github.com/haqishen/Google-Landmark-Recognition-2020-3rd-Place-Solution).
+        The 3rd-place solution of Kaggle's Google Landmark Recognition 2020 (Qishen Ha et al.),
+        code: github.com/haqishen/Google-Landmark-Recognition-2020-3rd-Place-Solution
+        (``train.py`` and ``models.py``, ``ArcFaceLossAdaptiveMargin``).
     """
     low = check_float("low", low, low=0.0)
     high = check_float("high", high, low=0.0)

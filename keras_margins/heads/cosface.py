@@ -1,7 +1,6 @@
 """CosFace (LMCL) / AM-Softmax: an additive cosine margin."""
 
 import keras
-
 from keras import ops
 
 from keras_margins.heads.base import MarginHead
