@@ -203,7 +203,9 @@ def test_gradients_match_finite_differences_with_the_drawn_margins_fixed(base):
 
     def loss(e):
         out = fresh([e, y], training=True)
-        return keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True))
+        return keras.ops.mean(
+            keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True)
+        )
 
     value, (gx, gw) = value_and_grads(loss, x, variables=[fresh.kernel])
     np.testing.assert_allclose(value, reference_loss(x, kernel, y, margins, 4.0, base), rtol=1e-4)
