@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 import keras_margins as km
-from tests.helpers import head_model, to_numpy, with_kernel
+from tests.helpers import (
+    head_model,
+    numerical_gradient,
+    ref_cross_entropy,
+    to_numpy,
+    value_and_grads,
+    with_kernel,
+)
 
 # --------------------------------------------------------------------------- class_size_margins
 
@@ -231,3 +238,26 @@ def test_margin_vectors_survive_a_keras_file_exactly(tmp_path):
 def test_bad_margin_vectors_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_gradients_with_a_margin_vector_match_finite_differences():
+    rng = np.random.default_rng(4)
+    kernel = rng.normal(size=(3, 3)).astype("float32")
+    x = rng.normal(size=(6, 3)).astype("float32")
+    y = np.array([0, 1, 2, 0, 1, 2], "int32")
+    m2, m3 = np.array([0.1, 0.4, 0.7]), np.array([0.2, 0.0, 0.1])
+    head = with_kernel(km.CombinedMargin(3, scale=4.0, m1=1.0, m2=m2, m3=m3), kernel)
+
+    def loss(e):
+        out = head([e, y], training=True)
+        return keras.ops.mean(
+            keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True)
+        )
+
+    def reference(e, w):
+        return ref_cross_entropy(ref_logits(e, w, y, 4.0, 1.0, m2, m3), y)
+
+    value, (gx, gw) = value_and_grads(loss, x, variables=[head.kernel])
+    np.testing.assert_allclose(value, reference(x, kernel), rtol=1e-5)
+    np.testing.assert_allclose(gx, numerical_gradient(lambda v: reference(v, kernel), x), atol=1e-5)
+    np.testing.assert_allclose(gw, numerical_gradient(lambda v: reference(x, v), kernel), atol=1e-5)
