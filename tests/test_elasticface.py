@@ -8,6 +8,7 @@ The drawn margins are recovered from the target logits of samples whose target c
 """
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import keras_margins as km
 from tests.helpers import (
     compiled,
+    head_model,
     numerical_gradient,
     ref_cross_entropy,
     to_numpy,
@@ -274,3 +276,19 @@ def test_config_holds_the_authors_variant():
         "seed": 11,
     }
     assert km.ElasticFace.from_config(config).get_config() == config
+
+
+def test_the_generator_state_is_saved_with_the_model(tmp_path):
+    angles = np.linspace(0.3, 1.5, 8)
+    x, y = on_circle(angles)
+    model = head_model(elastic(seed=6), 2)  # class centres on the axes
+    first = recovered_margins(model([x, y], training=True), angles, "arc", 1.0)
+    path = os.path.join(str(tmp_path), "elastic.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    expected = recovered_margins(model([x, y], training=True), angles, "arc", 1.0)
+    got = recovered_margins(loaded([x, y], training=True), angles, "arc", 1.0)
+    # The loaded head continues the sequence where the saved one was: its next draw is the
+    # saved head's next draw, not its first.
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.abs(got - first).max() > 1e-3

@@ -11,6 +11,12 @@ from keras_margins.heads.base import MarginHead
 from keras_margins.ops import safe_arccos
 
 
+class _Untracked:
+    """A plain holder: Keras does not look inside it when it is set on a layer."""
+
+    generator = None
+
+
 @keras.saving.register_keras_serializable(package="keras_margins")
 class ElasticFace(MarginHead):
     """ElasticFace head: ArcFace or CosFace with a random margin per sample in training.
@@ -124,7 +130,29 @@ class ElasticFace(MarginHead):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self._margin_rng = _Untracked()  # its generator is created in build_state
+
+    def build_state(self):
+        # A keras SeedGenerator whose state is the head's own training state: a generator's
+        # state is not a layer weight (Keras does not save it, as for Dropout), so the
+        # generator draws from a saved non-trainable variable instead, and a reloaded head
+        # continues the sequence where the saved one stopped. The generator is kept out of the
+        # layer's tracking (which would list the state variable a second time).
+        generator = keras.random.SeedGenerator(self.seed)
+        initial = generator.state.value
+        generator.state = self.add_training_state(
+            "seed_state",
+            dtype=generator.state.dtype,
+            shape=(2,),
+            initializer=lambda shape, dtype=None: ops.convert_to_tensor(initial),
+        )
+        self._margin_rng.generator = generator
+
+    @property
+    def seed_generator(self):
+        """The ``keras.random.SeedGenerator`` of the margins (``None`` before the head is built);
+        its ``state`` is the saved non-trainable weight ``seed_state``."""
+        return self._margin_rng.generator
 
     def sample_margins(self, cos_y):
         """float32 ``(B,)`` margins for a training call: ``N(margin, sigma)``, rank-ordered with
