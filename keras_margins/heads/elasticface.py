@@ -28,7 +28,8 @@ class ElasticFace(MarginHead):
 
     The margins are drawn in training calls only (``training=True``, as in ``fit``) from a
     ``keras.random.SeedGenerator(seed)``: a head built with a ``seed`` draws the same margins
-    in the same order (the generator's state is saved with the model). They carry no gradient.
+    in the same order (the generator's state, the weight ``seed_state``, is saved with the
+    model). They carry no gradient.
     At inference (``training`` False or unset: ``predict``, ``evaluate``) the margin is the
     fixed ``margin``, with no randomness.
 
@@ -40,8 +41,8 @@ class ElasticFace(MarginHead):
       (about -0.88 for m = 0.5) the target ``cos(theta_y + m_i)`` rises again as the sample moves
       away from its class, so the gradient pushes such a sample further away. Such samples are
       rare once training has started, but an embedding pointing opposite its class centre at
-      initialisation can be driven there. Use ``sigma=0`` with ArcFace's rule, i.e.
-      :class:`~keras_margins.ArcFace`, if that matters.
+      initialisation can be driven there. :class:`~keras_margins.ArcFace` (a fixed margin)
+      continues the target as ``cos(theta_y) - m sin(m)`` there.
 
     ``plus=True`` is ElasticFace+: the batch's margins are sorted and given out by the target
     cosine, so that a sample closer to its class centre (higher ``cos(theta_y)``) gets a
