@@ -292,3 +292,20 @@ def test_the_generator_state_is_saved_with_the_model(tmp_path):
     # saved head's next draw, not its first.
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert np.abs(got - first).max() > 1e-3
+
+
+def test_under_partial_fc_with_sampled_classes():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    y = np.array([7, 2, 9, 4, 5, 7, 2, 9], "int32")  # 5 distinct labels = k: all sampled
+    pfc = km.PartialFC(
+        km.ElasticFace(10, scale=1.0, margin=0.35, sigma=0.0, base="cos"), sample_rate=0.5
+    )
+    pfc.build([(None, 4), (None,)])
+    got = to_numpy(pfc([x, y], training=True))
+    sampled = [2, 4, 5, 7, 9]
+    w = to_numpy(pfc.kernel).astype(np.float64)[sampled]
+    xn = x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    want = xn @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T
+    want[np.arange(8), [sampled.index(c) for c in y]] -= 0.35
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
