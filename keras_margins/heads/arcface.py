@@ -5,8 +5,13 @@ import math
 import keras
 from keras import ops
 
-from keras_margins._validation import check_flag, check_float
+from keras_margins._validation import check_flag
 from keras_margins.heads.base import MarginHead
+from keras_margins.heads.class_margins import (
+    check_margin,
+    class_angular_margin_target,
+    margin_config,
+)
 from keras_margins.ops import safe_arccos
 
 
@@ -66,7 +71,12 @@ class ArcFace(MarginHead):
     Args:
         num_classes: Number of classes. Must be >= 1.
         scale: The scale ``s``, > 0. Defaults to 64.0.
-        margin: The angular margin ``m`` in radians, in ``[0, pi)``. Defaults to 0.5.
+        margin: The angular margin ``m`` in radians, in ``[0, pi)``, or a per-class vector of
+            such margins (a list or NumPy array of length ``num_classes``, e.g. from
+            :func:`~keras_margins.class_size_margins`): sample ``i`` then uses
+            ``margin[y_i]``, with the fallback past ``theta + m = pi`` and ``easy_margin``
+            applied per sample. A vector is saved in the config as a list of floats.
+            Defaults to 0.5.
         easy_margin: Apply the margin only where ``cos(theta_y) > 0``. Defaults to ``False``.
         sub_centers: Sub-centres ``K`` per class (sub-center ArcFace: the class cosine is the
             max over its ``K`` centres; the paper uses ``K = 3``). Defaults to 1.
@@ -91,19 +101,30 @@ class ArcFace(MarginHead):
         self, num_classes, scale=64.0, margin=0.5, easy_margin=False, sub_centers=1, **kwargs
     ):
         super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
-        self.margin = check_float(
-            "margin", margin, low=0.0, high=math.pi, high_open=True, range_text="[0, pi)"
+        self.margin = check_margin(
+            "margin",
+            margin,
+            num_classes,
+            low=0.0,
+            high=math.pi,
+            high_open=True,
+            range_text="[0, pi)",
         )
         self.easy_margin = check_flag("easy_margin", easy_margin)
 
     def target_logit(self, cos_y, norm=None, labels=None, training=None):
+        if isinstance(self.margin, float):  # the scalar path, unchanged
+            if self.easy_margin:
+                return ops.where(cos_y > 0, ops.cos(safe_arccos(cos_y) + self.margin), cos_y)
+            return angular_margin_target(cos_y, 1.0, self.margin, 0.0)
         if self.easy_margin:
-            return ops.where(cos_y > 0, ops.cos(safe_arccos(cos_y) + self.margin), cos_y)
-        return angular_margin_target(cos_y, 1.0, self.margin, 0.0)
+            m = ops.take(ops.convert_to_tensor(self.margin.astype("float32")), labels)
+            return ops.where(cos_y > 0, ops.cos(safe_arccos(cos_y) + m), cos_y)
+        return class_angular_margin_target(cos_y, labels, 1.0, self.margin, 0.0)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"margin": self.margin, "easy_margin": self.easy_margin})
+        config.update({"margin": margin_config(self.margin), "easy_margin": self.easy_margin})
         return config
 
 

@@ -7,6 +7,11 @@ import keras
 from keras_margins._validation import FLOAT32_MAX, check_float, check_float32_bound
 from keras_margins.heads.arcface import angular_margin_target
 from keras_margins.heads.base import MarginHead
+from keras_margins.heads.class_margins import (
+    check_margin,
+    class_angular_margin_target,
+    margin_config,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -25,8 +30,11 @@ class CombinedMargin(MarginHead):
         num_classes: Number of classes. Must be >= 1.
         scale: The scale ``s``, > 0. Defaults to 64.0.
         m1: Multiplicative angular margin, >= 1. Defaults to 1.0.
-        m2: Additive angular margin in radians, in ``[0, pi)``. Defaults to 0.5.
-        m3: Additive cosine margin, in ``[0, 2)``. Defaults to 0.0.
+        m2: Additive angular margin in radians, in ``[0, pi)``, or a per-class vector of such
+            margins (length ``num_classes``; sample ``i`` uses ``m2[y_i]``, with the fallback
+            past ``m1 * theta + m2 = pi`` per sample). Defaults to 0.5.
+        m3: Additive cosine margin, in ``[0, 2)``, or a per-class vector of such margins.
+            Vectors are saved in the config as lists of floats. Defaults to 0.0.
         sub_centers: Sub-centres per class. Defaults to 1.
         **kwargs: ``kernel_initializer``, ``kernel_regularizer``, ``kernel_constraint`` and the
             base layer arguments.
@@ -59,13 +67,17 @@ class CombinedMargin(MarginHead):
             FLOAT32_MAX / 4.0,
             "m1 * theta (theta up to pi) must be finite in float32",
         )
-        self.m2 = check_float("m2", m2, low=0.0, high=math.pi, high_open=True, range_text="[0, pi)")
-        self.m3 = check_float("m3", m3, low=0.0, high=2.0, high_open=True)
+        self.m2 = check_margin(
+            "m2", m2, num_classes, low=0.0, high=math.pi, high_open=True, range_text="[0, pi)"
+        )
+        self.m3 = check_margin("m3", m3, num_classes, low=0.0, high=2.0, high_open=True)
 
     def target_logit(self, cos_y, norm=None, labels=None, training=None):
-        return angular_margin_target(cos_y, self.m1, self.m2, self.m3)
+        if isinstance(self.m2, float) and isinstance(self.m3, float):  # scalar path, unchanged
+            return angular_margin_target(cos_y, self.m1, self.m2, self.m3)
+        return class_angular_margin_target(cos_y, labels, self.m1, self.m2, self.m3)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"m1": self.m1, "m2": self.m2, "m3": self.m3})
+        config.update({"m1": self.m1, "m2": margin_config(self.m2), "m3": margin_config(self.m3)})
         return config

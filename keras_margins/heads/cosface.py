@@ -1,9 +1,10 @@
 """CosFace (LMCL) / AM-Softmax: an additive cosine margin."""
 
 import keras
+from keras import ops
 
-from keras_margins._validation import check_float
 from keras_margins.heads.base import MarginHead
+from keras_margins.heads.class_margins import check_margin, margin_config
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -23,8 +24,11 @@ class CosFace(MarginHead):
     Args:
         num_classes: Number of classes. Must be >= 1.
         scale: The scale ``s``, > 0. Defaults to 64.0.
-        margin: The cosine margin ``m``, in ``[0, 2)`` (past 2 no target can win). Defaults to
-            0.35.
+        margin: The cosine margin ``m``, in ``[0, 2)`` (past 2 no target can win), or a
+            per-class vector of such margins (a list or NumPy array of length
+            ``num_classes``, e.g. from :func:`~keras_margins.class_size_margins`): sample ``i``
+            then uses ``margin[y_i]``. A vector is saved in the config as a list of floats.
+            Defaults to 0.35.
         sub_centers: Sub-centres per class (class cosine = max over them). Defaults to 1.
         **kwargs: ``kernel_initializer``, ``kernel_regularizer``, ``kernel_constraint`` and the
             base layer arguments.
@@ -45,12 +49,14 @@ class CosFace(MarginHead):
 
     def __init__(self, num_classes, scale=64.0, margin=0.35, sub_centers=1, **kwargs):
         super().__init__(num_classes, scale=scale, sub_centers=sub_centers, **kwargs)
-        self.margin = check_float("margin", margin, low=0.0, high=2.0, high_open=True)
+        self.margin = check_margin("margin", margin, num_classes, low=0.0, high=2.0, high_open=True)
 
     def target_logit(self, cos_y, norm=None, labels=None, training=None):
-        return cos_y - self.margin
+        if isinstance(self.margin, float):
+            return cos_y - self.margin
+        return cos_y - ops.take(ops.convert_to_tensor(self.margin.astype("float32")), labels)
 
     def get_config(self):
         config = super().get_config()
-        config["margin"] = self.margin
+        config["margin"] = margin_config(self.margin)
         return config
