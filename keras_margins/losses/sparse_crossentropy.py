@@ -81,7 +81,7 @@ def sparse_categorical_crossentropy(
         ...     np.array([0]), logits, from_logits=True, label_smoothing=0.3
         ... )
         >>> round(float(loss[0]), 4)  # logsumexp(z) - 0.7 * 2 - 0.3 * 2 / 3
-        0.4269
+        0.6395
 
     Reference:
         Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016
