@@ -106,9 +106,11 @@ def sparse_categorical_crossentropy(
             "The class axis of `y_pred` must have a known size. "
             f"Received: y_pred.shape={tuple(y_pred.shape)}, axis={axis}"
         )
-    labels = ops.convert_to_tensor(check_label_dtype(y_true, "y_true"))
+    # Kept as given (a NumPy int64 array is range-checked before any backend conversion, which
+    # on JAX would wrap it to int32).
+    labels = check_label_dtype(y_true, "y_true")
     if len(labels.shape) == rank and rank > 1 and labels.shape[-1] == 1:
-        labels = ops.squeeze(labels, axis=-1)
+        labels = labels[..., 0]
     expected = tuple(z.shape[:-1])
     got = tuple(labels.shape)
     if len(got) != len(expected) or any(
