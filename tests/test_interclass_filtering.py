@@ -115,17 +115,19 @@ def test_filtered_entries_get_no_gradient(kind):
     x, kernel, y = case(0)
     head = built(make_head(kind), kernel)
     _, cos = reference(x, kernel, y, kind, head.margin, T)
-    dirty = ((cos > T) & ~np.eye(C, dtype=bool)[y]).astype("float32")
+    dirty = keras.ops.convert_to_tensor(((cos > T) & ~np.eye(C, dtype=bool)[y]).astype("float32"))
 
     def filtered_sum(e):
-        return keras.ops.sum(head([e, y]) * dirty)
+        return keras.ops.sum(keras.ops.multiply(head([e, y]), dirty))
 
     value, (gx, gw) = value_and_grads(filtered_sum, x, variables=[head.kernel])
     assert float(value) == 0.0
     assert np.all(gx == 0.0) and np.all(gw == 0.0)
     # The same entries do carry a gradient without the filtering.
     plain = built(make_head(kind, threshold=None), kernel)
-    _, (gx_plain,) = value_and_grads(lambda e: keras.ops.sum(plain([e, y]) * dirty), x)
+    _, (gx_plain,) = value_and_grads(
+        lambda e: keras.ops.sum(keras.ops.multiply(plain([e, y]), dirty)), x
+    )
     assert np.max(np.abs(gx_plain)) > 1e-3
 
 
