@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from keras_margins import datasets, evaluation, export, heads, layers, losses, plots  # noqa: F401
 from keras_margins.callbacks import EmbeddingEvaluation
+from keras_margins.cleaning import SubCenterCleaning, subcenter_cleaning
 from keras_margins.evaluation import *  # noqa: F401,F403
 from keras_margins.export import (
     export_onnx,
@@ -42,4 +43,6 @@ __all__ = [
     "export_saved_model",
     "export_tflite",
     "get_embedding_model",
+    "subcenter_cleaning",
+    "SubCenterCleaning",
 ]

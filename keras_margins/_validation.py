@@ -154,9 +154,13 @@ _NOTEBOOK_ARGUMENTS = {
         "{cls} has none"
     ),
     "ls_eps": (
-        "label smoothing is not a head argument: feed one-hot labels and use "
-        "keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=ls_eps), which "
-        "computes the notebook's (1 - ls_eps) * one_hot + ls_eps / num_classes"
+        "the notebook's ls_eps is not label smoothing: it mixes q = (1 - ls_eps) * one_hot + "
+        "ls_eps / num_classes into the margin inside the logits (the target gets a "
+        "1 - ls_eps * (num_classes - 1) / num_classes share of its margin, every other class "
+        "an ls_eps / num_classes share of its own) and the loss keeps hard labels; keras_margins "
+        "has no such option. For real label smoothing of integer labels use "
+        "km.SparseCategoricalCrossentropy(from_logits=True, label_smoothing=...) "
+        "(see docs/losses/sparse_crossentropy.md)"
     ),
 }
 

@@ -44,6 +44,7 @@ LOSS_INPUTS = {
     "NpairsMultilabelLoss": "multilabel_similarity",
     "HardMiningSoftmaxLoss": "logits",
     "FocalSoftmaxLoss": "logits",
+    "SparseCategoricalCrossentropy": "logits",
 }
 
 

@@ -16,6 +16,10 @@ from keras_margins.losses.softmax_mining import (
     focal_softmax_loss,
     hard_mining_softmax_loss,
 )
+from keras_margins.losses.sparse_crossentropy import (
+    SparseCategoricalCrossentropy,
+    sparse_categorical_crossentropy,
+)
 from keras_margins.losses.triplet import (
     ActiveTripletFraction,
     TripletHardLoss,
@@ -47,4 +51,6 @@ __all__ = [
     "triplet_hard_loss",
     "triplet_loss",
     "triplet_semihard_loss",
+    "SparseCategoricalCrossentropy",
+    "sparse_categorical_crossentropy",
 ]
