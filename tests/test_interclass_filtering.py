@@ -97,13 +97,18 @@ def test_logits_match_float64_reference(kind, sub_centers):
     assert high.any() and np.all(got[np.arange(B), y][high] != 0.0)
     # Without labels (inference) nothing is filtered: s * cos.
     np.testing.assert_allclose(to_numpy(head(x)), SCALE * cos, rtol=1e-5, atol=1e-5)
+    # Nor with labels outside training (evaluate, predict, training unset): the plain head.
+    unfiltered, _ = reference(x, kernel, y, kind, margin, None, sub_centers)
+    for training in (False, None):
+        got = to_numpy(head([x, y], training=training))
+        np.testing.assert_allclose(got, unfiltered, rtol=1e-5, atol=1e-5)
 
 
 def test_the_target_is_never_filtered_even_at_the_lowest_threshold():
     x, kernel, y = case(0)
     head = built(make_head("arc", threshold=-1.0), kernel)
     expected, _ = reference(x, kernel, y, "arc", head.margin, -1.0)
-    got = to_numpy(head([x, y]))
+    got = to_numpy(head([x, y], training=True))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     off_target = ~np.eye(C, dtype=bool)[y]
     assert np.all(got[off_target] == 0.0)  # every non-target cosine is above -1 here
@@ -118,7 +123,7 @@ def test_filtered_entries_get_no_gradient(kind):
     dirty = keras.ops.convert_to_tensor(((cos > T) & ~np.eye(C, dtype=bool)[y]).astype("float32"))
 
     def filtered_sum(e):
-        return keras.ops.sum(keras.ops.multiply(head([e, y]), dirty))
+        return keras.ops.sum(keras.ops.multiply(head([e, y], training=True), dirty))
 
     value, (gx, gw) = value_and_grads(filtered_sum, x, variables=[head.kernel])
     assert float(value) == 0.0
@@ -144,7 +149,9 @@ def test_loss_gradient_matches_finite_differences(kind):
 
     def loss(e):
         return keras.ops.mean(
-            keras.losses.sparse_categorical_crossentropy(y, head([e, y]), from_logits=True)
+            keras.losses.sparse_categorical_crossentropy(
+                y, head([e, y], training=True), from_logits=True
+            )
         )
 
     value, (grad,) = value_and_grads(loss, x)
@@ -160,7 +167,7 @@ def test_nan_rows_stay_nan():
     x[2] = np.nan
     labels = y.copy()
     labels[5] = C  # not a class id
-    got = to_numpy(head([x, labels]))
+    got = to_numpy(head([x, labels], training=True))
     assert np.all(np.isnan(got[[2, 5]]))
     rest = [i for i in range(B) if i not in (2, 5)]
     assert np.all(np.isfinite(got[rest]))
@@ -186,8 +193,9 @@ def test_partial_fc_filters_the_sampled_classes():
     assert np.min(np.abs(cos - T)) > 0.01  # no cosine at the threshold's rounding edge
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert np.any((cos > T) & ~np.eye(5, dtype=bool)[remapped])
-    # Evaluation (training=False) covers all classes, filtered the same way.
-    full, _ = reference(x, rows.T, y, "cos", 0.35, T)
+    # Evaluation (training=False) covers all classes and is not filtered (insightface filters
+    # in its training loss only).
+    full, _ = reference(x, rows.T, y, "cos", 0.35, None)
     np.testing.assert_allclose(to_numpy(pfc([x, y])), full, rtol=1e-5, atol=1e-5)
 
 

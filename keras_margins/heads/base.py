@@ -165,7 +165,8 @@ class MarginHead(keras.layers.Layer):
         kernel_regularizer: Optional regularizer of the class centres. Defaults to ``None``.
         kernel_constraint: Optional constraint of the class centres. Defaults to ``None``.
         interclass_filtering_threshold: Optional threshold ``t`` in ``[-1, 1)`` of insightface's
-            inter-class filtering: with labels, every non-target cosine above ``t`` is set to 0
+            inter-class filtering: in training calls (``training=True``) with labels, every
+            non-target cosine above ``t`` is set to 0
             (its logit is ``s * 0``) and gets no gradient, before the margin is applied, so that
             a class centre too close to the sample (likely the same identity under another
             label, in noisy data) is not pushed away. The target is never filtered. insightface
@@ -385,7 +386,10 @@ class MarginHead(keras.layers.Layer):
         # Only the target entry changes: the scale is folded into the embeddings before the
         # product and the target logit is written in place, so no (B, C) pass is spent on the
         # scale, a clip or a mask. A head that rewrites other logits too works on the cosines.
-        rewrites = self.rewrites_non_targets or self.interclass_filtering_threshold is not None
+        # insightface filters in its training loss only: `evaluate` and `predict` see the
+        # classifier as it is (a wrong class above the threshold can win there).
+        filtering = self.interclass_filtering_threshold is not None and training is True
+        rewrites = self.rewrites_non_targets or filtering
         folded = row_factor if rewrites else row_scale
         out, cos_y = normalized_matmul_with_target(
             x * folded, w, index, 1.0 / folded[:, 0], self.sub_centers, t
@@ -396,7 +400,7 @@ class MarginHead(keras.layers.Layer):
         target = self.target_logit(cos_y, norm=norm[:, 0], labels=class_labels, training=training)
         if rewrites:
             is_target = ops.arange(num_classes, dtype="int32")[None, :] == index[:, None]
-            if self.interclass_filtering_threshold is not None:
+            if filtering:
                 # insightface's filtering: on the cosines, before any margin; `where` passes no
                 # gradient to the zeroed entries. A NaN row stays NaN (NaN > t is false).
                 dirty = ops.logical_and(
