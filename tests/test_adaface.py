@@ -333,3 +333,12 @@ def test_config_round_trip_and_nan_in_nan_out(rng):
     x[2, 0] = np.nan
     out = to_numpy(built(kernel, 7, sub_centers=2)([x, labels]))
     assert np.all(np.isnan(out[2])) and np.all(np.isfinite(np.delete(out, 2, axis=0)))
+    # In training the NaN row is NaN too, and it is left out of the running statistics.
+    head = built(kernel, 7, sub_centers=2)
+    out = to_numpy(head([x, labels], training=True))
+    assert np.all(np.isnan(out[2])) and np.all(np.isfinite(np.delete(out, 2, axis=0)))
+    norms = np.linalg.norm(np.delete(x, 2, axis=0).astype("float64"), axis=1).clip(0.001, 100)
+    mean = 0.01 * norms.mean() + 0.99 * 20.0
+    std = 0.01 * norms.std(ddof=1) + 0.99 * 100.0
+    np.testing.assert_allclose(to_numpy(head.norm_mean), mean, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(head.norm_std), std, rtol=1e-5)

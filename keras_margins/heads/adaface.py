@@ -22,8 +22,10 @@ def adaface_batch_statistics(norms, mean, std, t_alpha):
         mean <- t_alpha * mean(n) + (1 - t_alpha) * mean
         std  <- t_alpha * std(n)  + (1 - t_alpha) * std     (std unbiased, N - 1)
 
-    A batch of one sample (whose unbiased std is undefined) updates the mean and keeps the std;
-    an empty batch keeps both. NaN norms give NaN statistics (NaN in, NaN out).
+    Only finite norms count: a NaN or inf embedding (whose logits are NaN anyway, so the loss
+    is NaN and visible) is left out, so that one bad sample does not turn the saved state into
+    NaN for every later step. A batch with one usable sample (whose unbiased std is undefined)
+    updates the mean and keeps the std; a batch with none keeps both.
 
     Args:
         norms: float32 ``(B,)`` clipped, detached feature norms.
@@ -33,9 +35,12 @@ def adaface_batch_statistics(norms, mean, std, t_alpha):
     Returns:
         ``(new_mean, new_std)``, float32 scalars.
     """
-    count = ops.sum(ops.ones_like(norms))
+    finite = ops.isfinite(norms)
+    norms = ops.where(finite, norms, ops.zeros_like(norms))
+    weight = ops.cast(finite, "float32")
+    count = ops.sum(weight)
     batch_mean = ops.sum(norms) / ops.maximum(count, 1.0)
-    sq = ops.sum(ops.square(norms - batch_mean))
+    sq = ops.sum(weight * ops.square(norms - batch_mean))
     batch_std = ops.sqrt(sq / ops.maximum(count - 1.0, 1.0))
     new_mean = ops.where(count >= 1.0, t_alpha * batch_mean + (1.0 - t_alpha) * mean, mean)
     new_std = ops.where(count >= 2.0, t_alpha * batch_std + (1.0 - t_alpha) * std, std)
@@ -71,9 +76,10 @@ class AdaFace(MarginHead):
     and the batch's margins use the updated values. In any other call (``predict``,
     ``evaluate``, ``training=False`` or unset) they are frozen and used as stored. A batch of a
     single sample updates ``mu`` and keeps ``sigma`` (its unbiased std is undefined; no NaN is
-    written into the state); an empty batch changes nothing. Under ``tf.distribute`` the first
-    replica's update is kept (its local batch), as the authors' DDP training broadcasts rank 0's
-    buffers.
+    written into the state); an empty batch changes nothing; a NaN or inf embedding is left
+    out of the statistics (its own logits are NaN, so the loss shows it). Under
+    ``tf.distribute`` the first replica's update is kept (its local batch), as the authors'
+    DDP training broadcasts rank 0's buffers.
 
     **Where the authors' code and the paper differ** (mk-minchul/AdaFace, ``head.py``; we follow
     the code):
