@@ -1,7 +1,7 @@
 """Margin-based softmax heads."""
 
-from keras_margins.heads.adaface import AdaFace
 from keras_margins.heads.adacos import AdaCos
+from keras_margins.heads.adaface import AdaFace
 from keras_margins.heads.arcface import ArcFace, ArcMarginLayer
 from keras_margins.heads.base import MarginHead
 from keras_margins.heads.class_margins import class_size_margins
