@@ -37,7 +37,7 @@ def on_circle(angles):
 
 def recovered_margins(logits, angles, base, scale):
     """The margin of each sample from its target logit (class 0), float64."""
-    target = np.asarray(logits, np.float64)[:, 0] / scale
+    target = to_numpy(logits).astype(np.float64)[:, 0] / scale
     cos_y = np.cos(np.asarray(angles, np.float64))
     if base == "cos":
         return cos_y - target

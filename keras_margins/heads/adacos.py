@@ -156,16 +156,20 @@ class AdaCos(MarginHead):
         """
         cos = ops.stop_gradient(cos)
         cos_y = ops.stop_gradient(cos_y)
-        valid = ops.all(ops.isfinite(cos), axis=1)
-        valid = ops.logical_and(valid, ops.isfinite(cos_y))
+        # A row with a NaN embedding or a bad label is NaN throughout, its target cosine too.
+        valid = ops.isfinite(cos_y)
         count = ops.sum(ops.cast(valid, "float32"))
-        # log B_avg = logsumexp over the valid rows' non-target logits - log N, stably.
-        keep = ops.logical_and(valid[:, None], ops.logical_not(is_target))
-        scaled = ops.where(keep, previous * cos, ops.full_like(cos, float("-inf")))
-        top = max_along(ops.reshape(scaled, (-1,)), 0)  # -inf when nothing is kept
-        top = ops.where(ops.isfinite(top), top, ops.zeros_like(top))
-        total = ops.sum(ops.where(keep, ops.exp(scaled - top), ops.zeros_like(scaled)))
-        log_b_avg = top + ops.log(total) - ops.log(ops.maximum(count, 1.0))
+        # log B_avg = log(sum over the valid rows' non-target exp(s * cos)) - log N, shifted by
+        # the largest entry of the valid rows so that exp never overflows (s * cos reaches
+        # hundreds): six (B, C) passes, the (B, C) work of the update.
+        scaled = previous * cos
+        row_top = ops.where(valid, max_along(scaled, 1), float("-inf"))
+        # One -inf more, so that an empty batch has a maximum too (-inf) on every backend.
+        top = ops.max(ops.concatenate([row_top, ops.full((1,), float("-inf"))], 0))
+        top = ops.where(ops.isfinite(top), top, ops.zeros_like(top))  # no valid row
+        terms = ops.where(is_target, 0.0, ops.exp(scaled - top))
+        row_sums = ops.where(valid, ops.sum(terms, axis=1), 0.0)
+        log_b_avg = top + ops.log(ops.sum(row_sums)) - ops.log(ops.maximum(count, 1.0))
         theta_med = lower_median(safe_arccos(cos_y), valid)
         denominator = ops.cos(ops.minimum(theta_med, math.pi / 4.0))
         return log_b_avg / denominator, count
@@ -179,7 +183,8 @@ class AdaCos(MarginHead):
         usable = ops.logical_and(count > 0, ops.isfinite(new))
         new = ops.stop_gradient(ops.where(usable, new, previous))
         self.update_training_state(self.s, new, training)
-        return ops.where(is_target, target[:, None], cos) * new
+        # No margin: the target logit is new * cos(theta_y) like every other one.
+        return cos * new
 
     def get_config(self):
         config = super().get_config()

@@ -129,11 +129,11 @@ class CurricularFace(MarginHead):
     def combine(self, cos, target, is_target, scale, cos_y=None, training=None):
         t = ops.stop_gradient(self.current_t(cos_y, training))
         # The raw T = cos(theta_y + m), without the fallback past pi, decides which negatives
-        # are hard (a comparison: no gradient).
+        # are hard (a comparison: no gradient). The target column is overwritten below, so the
+        # mask need not exclude it: 6 (B, C) passes in all.
         raw = ops.cos(safe_arccos(ops.stop_gradient(cos_y)) + self.margin)
-        hard = ops.logical_and(cos > raw[:, None], ops.logical_not(is_target))
-        modulated = ops.where(hard, cos * (t + cos), cos)
-        return ops.where(is_target, target[:, None], modulated) * scale
+        factor = ops.where(cos > raw[:, None], t + cos, 1.0)  # hard: c (t + c)
+        return ops.where(is_target, target[:, None], cos * factor) * scale
 
     def get_config(self):
         config = super().get_config()
