@@ -64,6 +64,23 @@ def with_kernel(head, kernel):
     return head
 
 
+def ref_cosines(x, kernel, sub_centers=1):
+    """float64 ``(B, C)`` cosines, brute force: column ``c * K + k`` of ``kernel`` is sub-centre
+    ``k`` of class ``c``; a class's cosine is the max over its ``K`` sub-centres, clipped."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(kernel, np.float64)
+    num_classes = w.shape[1] // sub_centers
+    out = np.zeros((x.shape[0], num_classes))
+    for i in range(x.shape[0]):
+        for c in range(num_classes):
+            best = -np.inf
+            for k in range(sub_centers):
+                col = w[:, c * sub_centers + k]
+                best = max(best, x[i] @ col / (np.linalg.norm(x[i]) * np.linalg.norm(col)))
+            out[i, c] = min(1.0, max(-1.0, best))
+    return out
+
+
 def numerical_gradient(f, x, eps=1e-6):
     """Central finite differences of the scalar function ``f`` at float64 array ``x``."""
     x = np.array(x, dtype=np.float64)

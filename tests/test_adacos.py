@@ -22,28 +22,13 @@ from tests.helpers import (
     grad_fn,
     load_digits_split,
     numerical_gradient,
+    ref_cosines,
     ref_cross_entropy,
     to_numpy,
     value_and_grads,
 )
 
 # --------------------------------------------------------------------------- float64 references
-
-
-def ref_cosines(x, kernel, sub_centers=1):
-    """``(B, C)`` cosines: column ``c * K + k`` of ``kernel`` is sub-centre ``k`` of class ``c``."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(kernel, np.float64)
-    num_classes = w.shape[1] // sub_centers
-    out = np.zeros((x.shape[0], num_classes))
-    for i in range(x.shape[0]):
-        for c in range(num_classes):
-            best = -2.0
-            for k in range(sub_centers):
-                col = w[:, c * sub_centers + k]
-                best = max(best, x[i] @ col / (np.linalg.norm(x[i]) * np.linalg.norm(col)))
-            out[i, c] = min(1.0, max(-1.0, best))
-    return out
 
 
 def ref_fixed_scale(num_classes):

@@ -27,25 +27,13 @@ from tests.helpers import (
     value_and_grads,
     xla_in_fit,
 )
+from tests.helpers import (
+    ref_cosines as ref_cos,
+)
 
 EPS = 1e-3
 
 # --------------------------------------------------------------------------- float64 references
-
-
-def ref_cos(x, w, k=1):
-    """Cosines (B, C) between rows of x and columns of w, max over each class's k sub-centres."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
-    out = np.zeros((x.shape[0], w.shape[1] // k))
-    for i in range(x.shape[0]):
-        for c in range(w.shape[1] // k):
-            best = -np.inf
-            for j in range(c * k, c * k + k):
-                col = w[:, j]
-                best = max(best, x[i] @ col / (np.linalg.norm(x[i]) * np.linalg.norm(col)))
-            out[i, c] = min(max(best, -1.0), 1.0)
-    return out
 
 
 def ref_update(norms, mu, sigma, alpha):

@@ -27,24 +27,13 @@ from tests.helpers import (
     value_and_grads,
     xla_in_fit,
 )
+from tests.helpers import (
+    ref_cosines as ref_cos,
+)
 
 SMALL = {"l_a": 1.0, "u_a": 10.0, "l_m": 0.3, "u_m": 0.9}  # norms of order 1-10 in the tests
 
 # --------------------------------------------------------------------------- float64 references
-
-
-def ref_cos(x, w, k=1):
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
-    out = np.zeros((x.shape[0], w.shape[1] // k))
-    for i in range(x.shape[0]):
-        for c in range(w.shape[1] // k):
-            best = max(
-                x[i] @ w[:, j] / (np.linalg.norm(x[i]) * np.linalg.norm(w[:, j]))
-                for j in range(c * k, c * k + k)
-            )
-            out[i, c] = min(max(best, -1.0), 1.0)
-    return out
 
 
 def ref_a(x, l_a, u_a):
