@@ -628,7 +628,7 @@ def main():
             "keras": keras.__version__,
             "device": "CPU" if not tf.config.list_physical_devices("GPU") else "GPU",
         },
-        "mode": "quick" if args.quick else "full",
+        "mode": "one shape" if args.shape else ("quick" if args.quick else "full"),
         "rounds": rounds,
         "timing": [],
         "memory": [],
