@@ -28,6 +28,8 @@ MARGIN_HEADS = {
     "combined": lambda c: km.CombinedMargin(c, scale=SCALE, m1=1.0, m2=0.3, m3=0.2),
     "adaface": lambda c: km.AdaFace(c, scale=SCALE, margin=0.4, h=0.333),
     "magface": lambda c: km.MagFace(c, scale=SCALE),
+    # The paper's norm range (10 to 110) is for ResNet face features; this CNN's are near 1.
+    "magface-scaled": lambda c: km.MagFace(c, scale=SCALE, l_a=0.5, u_a=1.5, lambda_g=5.0),
     "curricularface": lambda c: km.CurricularFace(c, scale=SCALE, margin=0.5),
     "elasticface": lambda c: km.ElasticFace(c, scale=SCALE, margin=0.5, sigma=0.05, seed=0),
     "elasticface-plus": lambda c: km.ElasticFace(
@@ -51,6 +53,7 @@ DESCRIPTIONS = {
     "combined": f"CombinedMargin s={SCALE:g} (1, 0.3, 0.2)",
     "adaface": f"AdaFace s={SCALE:g} m=0.4 h=0.333",
     "magface": f"MagFace s={SCALE:g}, margins 0.45-0.8 over norms 10-110, lambda_g 35",
+    "magface-scaled": f"MagFace s={SCALE:g}, margins 0.45-0.8 over norms 0.5-1.5, lambda_g 5",
     "curricularface": f"CurricularFace s={SCALE:g} m=0.5",
     "elasticface": f"ElasticFace-Arc s={SCALE:g} m=0.5 sigma=0.05",
     "elasticface-plus": f"ElasticFace-Arc+ s={SCALE:g} m=0.5 sigma=0.0175",

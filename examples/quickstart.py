@@ -64,6 +64,7 @@ NAMES = {
     "combined": "CombinedMargin",
     "adaface": "AdaFace",
     "magface": "MagFace",
+    "magface-scaled": "MagFace (norm range 0.5-1.5)",
     "curricularface": "CurricularFace",
     "elasticface": "ElasticFace",
     "elasticface-plus": "ElasticFace+",
