@@ -272,8 +272,10 @@ class MarginHead(keras.layers.Layer):
         """A non-trainable weight for state advanced in training steps (a step counter, statistics).
 
         Saved with the model (``.keras`` files and weights), so a resumed training continues
-        from it. Under ``tf.distribute`` the first replica's update is kept (every replica
-        computes the same one). Update it only through :meth:`update_training_state`.
+        from it. Under ``tf.distribute`` the first replica's update is kept: the same value on
+        every replica for a step counter, the first replica's local batch for statistics of
+        the batch (AdaFace's norms, CurricularFace's ``t``, AdaCos's scale). Update it only
+        through :meth:`update_training_state`.
         """
         return self.add_weight(
             name=name,
