@@ -8,7 +8,7 @@ from keras import ops
 from keras_margins._validation import check_float
 from keras_margins.heads.arcface import angular_margin_target
 from keras_margins.heads.base import MarginHead
-from keras_margins.ops import safe_arccos
+from keras_margins.ops import _upstream, safe_arccos
 
 
 def finite_rows_mean(values):
@@ -20,6 +20,41 @@ def finite_rows_mean(values):
     count = ops.sum(ops.cast(finite, "float32"))
     total = ops.sum(ops.where(finite, values, ops.zeros_like(values)))
     return total / ops.maximum(count, 1.0), count
+
+
+def curricular_logits(cos, target, is_target, raw, t, scale):
+    """``scale * (target at is_target, else cos * (t + cos) where cos > raw, else cos)``.
+
+    The gradient is written by hand, with respect to ``cos`` and ``target`` (``raw``, ``t``,
+    ``scale`` are constants here): ``d/dc [c (t + c)] = t + 2c`` on hard entries, 1 on the
+    others, 0 on the target column, whose gradient goes to ``target``. Autodiff of the same
+    expression spends more ``(B, C)`` passes on the masks and products (measured in
+    ``docs/benchmarks.md``).
+
+    Args:
+        cos: float32 ``(B, C)`` cosines.
+        target: float32 ``(B,)`` target values (cosine units).
+        is_target: bool ``(B, C)``.
+        raw: float32 ``(B,)``: ``cos(theta_y + m)``, the hardness threshold of each row.
+        t: float32 scalar, the curriculum state.
+        scale: float32 scalar or ``(B, 1)``.
+    """
+
+    @ops.custom_gradient
+    def forward(cos, target):
+        hard = cos > raw[:, None]
+        factor = ops.where(hard, t + cos, 1.0)
+        out = ops.where(is_target, target[:, None], cos * factor) * scale
+
+        def grad(*args, upstream=None):
+            g = _upstream(args, upstream) * scale
+            d_cos = ops.where(is_target, 0.0, g * (factor + ops.where(hard, cos, 0.0)))
+            d_target = ops.sum(ops.where(is_target, g, 0.0), axis=1)
+            return d_cos, d_target
+
+        return out, grad
+
+    return forward(cos, target)
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -129,11 +164,10 @@ class CurricularFace(MarginHead):
     def combine(self, cos, target, is_target, scale, cos_y=None, training=None):
         t = ops.stop_gradient(self.current_t(cos_y, training))
         # The raw T = cos(theta_y + m), without the fallback past pi, decides which negatives
-        # are hard (a comparison: no gradient). The target column is overwritten below, so the
-        # mask need not exclude it: 6 (B, C) passes in all.
+        # are hard (a comparison: no gradient). The target column is overwritten, so the mask
+        # need not exclude it.
         raw = ops.cos(safe_arccos(ops.stop_gradient(cos_y)) + self.margin)
-        factor = ops.where(cos > raw[:, None], t + cos, 1.0)  # hard: c (t + c)
-        return ops.where(is_target, target[:, None], cos * factor) * scale
+        return curricular_logits(cos, target, is_target, raw, t, scale)
 
     def get_config(self):
         config = super().get_config()
