@@ -166,10 +166,10 @@ class MarginHead(keras.layers.Layer):
         kernel_constraint: Optional constraint of the class centres. Defaults to ``None``.
         interclass_filtering_threshold: Optional threshold ``t`` in ``[-1, 1)`` of insightface's
             inter-class filtering: in training calls (``training=True``) with labels, every
-            non-target cosine above ``t`` is set to 0
-            (its logit is ``s * 0``) and gets no gradient, before the margin is applied, so that
-            a class centre too close to the sample (likely the same identity under another
-            label, in noisy data) is not pushed away. The target is never filtered. insightface
+            non-target cosine above ``t`` is set to 0 (its logit is ``s * 0``) and gets no
+            gradient, before the margin is applied, so that a class centre too close to the
+            sample (likely the same identity under another label, in noisy data) is not pushed
+            away. The target is never filtered. insightface
             uses 0.4 on its noisiest data (WebFace12M-Conflict). ``None`` turns it off.
             Defaults to ``None``.
         **kwargs: Base layer arguments (``name``, ``dtype``, ``trainable``).
