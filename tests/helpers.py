@@ -230,6 +230,29 @@ def value_and_grads(fn, *arrays, variables=(), has_aux=False, state=()):
     )
 
 
+def head_training_step(head):
+    """One training step of ``head`` as ``step(x, y) -> (loss, d loss/dx, d loss/d kernel)``.
+
+    Sparse cross-entropy of ``head([x, y], training=True)``; the head's training state is
+    updated as in ``fit``. For comparing an eager step with a compiled one (:func:`compiled`).
+    """
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def step(xx, yy):
+        loss, grads = grad_fn(
+            lambda xv: loss_fn(yy, head([xv, yy], training=True)), [head.kernel], state=[head]
+        )(xx)
+        return (loss, *grads)
+
+    return step
+
+
+def assert_all_close(got, expected, rtol=1e-4, atol=1e-5):
+    """Every tensor of ``got`` close to the same-position one of ``expected``."""
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=rtol, atol=atol)
+
+
 def _numpy_tree(x):
     if x is None:
         return None

@@ -16,10 +16,11 @@ import pytest
 
 import keras_margins as km
 from tests.helpers import (
+    assert_all_close,
     assert_config_round_trip,
     cast,
     compiled,
-    grad_fn,
+    head_training_step,
     load_digits_split,
     numerical_gradient,
     ref_cosines,
@@ -209,13 +210,7 @@ def test_xla_matches_eager_and_updates_the_scale(rng):
     labels = (np.arange(8) % 6).astype("int32")
     x = near_centres(rng, kernel, labels)
     head = built_head(kernel, 6, dynamic=True)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def step(xx, yy):
-        loss, grads = grad_fn(
-            lambda xv: loss_fn(yy, head([xv, yy], training=True)), [head.kernel], state=[head]
-        )(xx)
-        return (loss, *grads)
+    step = head_training_step(head)
 
     xt, yt = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(labels)
     eager = step(xt, yt)
@@ -224,8 +219,7 @@ def test_xla_matches_eager_and_updates_the_scale(rng):
     head.s.assign(ref_fixed_scale(6))
     xla = compiled(step)(xt, yt)
     assert head.current_scale() == pytest.approx(s, rel=1e-5)
-    for a, b in zip(eager, xla):
-        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-5)
+    assert_all_close(xla, eager)
 
 
 def test_mixed_float16_gives_float32_logits_and_state(rng):

@@ -15,10 +15,11 @@ import pytest
 
 import keras_margins as km
 from tests.helpers import (
+    assert_all_close,
     assert_config_round_trip,
     compiled,
-    grad_fn,
     head_model,
+    head_training_step,
     load_digits_split,
     numerical_gradient,
     ref_cross_entropy,
@@ -189,13 +190,7 @@ def test_mixed_float16_gives_float32_logits(rng):
 def test_xla_matches_eager_including_the_state_update(rng):
     x, kernel, labels = make_inputs(rng)
     head = built(kernel, 5, scale=16.0, t_alpha=0.2)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def step(xx, yy):
-        loss, grads = grad_fn(
-            lambda xv: loss_fn(yy, head([xv, yy], training=True)), [head.kernel], state=[head]
-        )(xx)
-        return (loss, *grads)
+    step = head_training_step(head)
 
     xt, yt = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(labels)
     eager = step(xt, yt)
@@ -205,8 +200,7 @@ def test_xla_matches_eager_including_the_state_update(rng):
     head.norm_std.assign(100.0)
     xla = compiled(step)(xt, yt)
     assert stats(head) == pytest.approx(after_eager, rel=1e-6)
-    for a, b in zip(eager, xla):
-        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-5)
+    assert_all_close(xla, eager)
 
 
 def test_partial_fc_with_sub_centers_gives_the_reference_on_the_sampled_classes(rng):

@@ -16,10 +16,11 @@ import pytest
 
 import keras_margins as km
 from tests.helpers import (
+    assert_all_close,
     assert_config_round_trip,
     cast,
     compiled,
-    grad_fn,
+    head_training_step,
     load_digits_split,
     numerical_gradient,
     ref_cosines,
@@ -188,13 +189,7 @@ def test_xla_matches_eager_and_updates_t(rng):
     x = rng.normal(size=(8, 8)).astype("float32")
     labels = (np.arange(8) % 6).astype("int32")
     head = built_head(kernel, t_alpha=0.3)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def step(xx, yy):
-        loss, grads = grad_fn(
-            lambda xv: loss_fn(yy, head([xv, yy], training=True)), [head.kernel], state=[head]
-        )(xx)
-        return (loss, *grads)
+    step = head_training_step(head)
 
     xt, yt = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(labels)
     eager = step(xt, yt)
@@ -204,8 +199,7 @@ def test_xla_matches_eager_and_updates_t(rng):
     head.t.assign(0.0)
     xla = compiled(step)(xt, yt)
     assert float(to_numpy(head.t)) == pytest.approx(t_eager, abs=1e-6)
-    for a, b in zip(eager, xla):
-        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-5)
+    assert_all_close(xla, eager)
 
 
 def test_mixed_float16_gives_float32_logits_and_state(rng):

@@ -15,12 +15,13 @@ import keras_margins as km  # noqa: F401  (the package must import cleanly)
 from keras_margins.heads.base import layer_metrics_supported
 from keras_margins.heads.sphereface import SphereFace, sphereface_psi
 from tests.helpers import (
+    assert_all_close,
     assert_config_round_trip,
     assert_keras_round_trip,
     cast,
     compiled,
-    grad_fn,
     head_model,
+    head_training_step,
     load_digits_split,
     numerical_gradient,
     ref_cross_entropy,
@@ -315,13 +316,7 @@ def test_step_advances_once_per_fit_step_and_resumes_after_load(jit_compile, tmp
 def test_xla_matches_eager_and_advances_the_step(rng):
     x, kernel, labels = make_inputs(rng, batch=16)
     head = built_head(kernel, margin=4)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def step(xx, yy):
-        loss, grads = grad_fn(
-            lambda xv: loss_fn(yy, head([xv, yy], training=True)), [head.kernel], state=[head]
-        )(xx)
-        return (loss, *grads)
+    step = head_training_step(head)
 
     xt, yt = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(labels)
     eager = step(xt, yt)
@@ -329,8 +324,7 @@ def test_xla_matches_eager_and_advances_the_step(rng):
     head.step.assign(0)
     xla = compiled(step)(xt, yt)
     assert int(to_numpy(head.step)) == 1
-    for a, b in zip(eager, xla):
-        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-5)
+    assert_all_close(xla, eager)
 
 
 # --------------------------------------------------------------------------- API
