@@ -247,6 +247,19 @@ def normalized_matmul_with_target(xs, w, index, inv_scale, sub_centers=1, transp
     return forward(xs, w, inv_scale)
 
 
+def finite_mean(values):
+    """``(mean, count)`` of the finite entries of the ``(B,)`` tensor ``values``.
+
+    For batch statistics kept as training state (AdaFace's norms, CurricularFace's target
+    cosines): a NaN or inf row is left out, so it cannot poison the saved state. The mean is 0
+    when no entry is finite (an empty batch, or every row NaN); ``count`` is float32.
+    """
+    finite = ops.isfinite(values)
+    count = ops.sum(ops.cast(finite, "float32"))
+    total = ops.sum(ops.where(finite, values, ops.zeros_like(values)))
+    return total / ops.maximum(count, 1.0), count
+
+
 def max_over_sub_centers(values, sub_centers):
     """``(B, C * K)`` -> ``(B, C)``: each class's maximum over its ``K`` sub-centre columns."""
     if sub_centers == 1:

@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_margins._validation import check_float
 from keras_margins.heads.base import MarginHead
-from keras_margins.ops import safe_arccos
+from keras_margins.ops import finite_mean, safe_arccos
 
 #: The authors' ``eps``: the cosine clamp, the angle clamp and the std floor.
 ADAFACE_EPS = 1e-3
@@ -35,12 +35,9 @@ def adaface_batch_statistics(norms, mean, std, t_alpha):
     Returns:
         ``(new_mean, new_std)``, float32 scalars.
     """
-    finite = ops.isfinite(norms)
-    norms = ops.where(finite, norms, ops.zeros_like(norms))
-    weight = ops.cast(finite, "float32")
-    count = ops.sum(weight)
-    batch_mean = ops.sum(norms) / ops.maximum(count, 1.0)
-    sq = ops.sum(weight * ops.square(norms - batch_mean))
+    batch_mean, count = finite_mean(norms)
+    deviation = ops.square(norms - batch_mean)
+    sq = ops.sum(ops.where(ops.isfinite(norms), deviation, ops.zeros_like(deviation)))
     batch_std = ops.sqrt(sq / ops.maximum(count - 1.0, 1.0))
     new_mean = ops.where(count >= 1.0, t_alpha * batch_mean + (1.0 - t_alpha) * mean, mean)
     new_std = ops.where(count >= 2.0, t_alpha * batch_std + (1.0 - t_alpha) * std, std)

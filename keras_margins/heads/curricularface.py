@@ -8,18 +8,7 @@ from keras import ops
 from keras_margins._validation import check_float
 from keras_margins.heads.arcface import angular_margin_target
 from keras_margins.heads.base import MarginHead
-from keras_margins.ops import _upstream, safe_arccos
-
-
-def finite_rows_mean(values):
-    """``(mean, count)`` of the finite entries of the ``(B,)`` tensor ``values``.
-
-    The mean is 0 when no entry is finite (an empty batch, or every row NaN).
-    """
-    finite = ops.isfinite(values)
-    count = ops.sum(ops.cast(finite, "float32"))
-    total = ops.sum(ops.where(finite, values, ops.zeros_like(values)))
-    return total / ops.maximum(count, 1.0), count
+from keras_margins.ops import _upstream, finite_mean, safe_arccos
 
 
 def curricular_logits(cos, target, is_target, raw, t, scale):
@@ -155,7 +144,7 @@ class CurricularFace(MarginHead):
         stored = ops.convert_to_tensor(self.t)
         if training is not True or cos_y is None:
             return stored
-        mean, count = finite_rows_mean(ops.stop_gradient(cos_y))
+        mean, count = finite_mean(ops.stop_gradient(cos_y))
         updated = self.t_alpha * mean + (1.0 - self.t_alpha) * stored
         updated = ops.where(count > 0, updated, stored)
         self.update_training_state(self.t, updated, training)
