@@ -11,6 +11,7 @@ from keras_margins.heads.class_margins import (
     check_margin,
     class_angular_margin_target,
     margin_config,
+    per_sample_margin,
 )
 from keras_margins.ops import safe_arccos
 
@@ -113,13 +114,11 @@ class ArcFace(MarginHead):
         self.easy_margin = check_flag("easy_margin", easy_margin)
 
     def target_logit(self, cos_y, norm=None, labels=None, training=None):
-        if isinstance(self.margin, float):  # the scalar path, unchanged
-            if self.easy_margin:
-                return ops.where(cos_y > 0, ops.cos(safe_arccos(cos_y) + self.margin), cos_y)
-            return angular_margin_target(cos_y, 1.0, self.margin, 0.0)
         if self.easy_margin:
-            m = ops.take(ops.convert_to_tensor(self.margin.astype("float32")), labels)
+            m = per_sample_margin(self.margin, labels)  # a float, or each sample's class margin
             return ops.where(cos_y > 0, ops.cos(safe_arccos(cos_y) + m), cos_y)
+        if isinstance(self.margin, float):  # the scalar path, unchanged
+            return angular_margin_target(cos_y, 1.0, self.margin, 0.0)
         return class_angular_margin_target(cos_y, labels, 1.0, self.margin, 0.0)
 
     def get_config(self):

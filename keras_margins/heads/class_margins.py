@@ -53,7 +53,7 @@ def margin_config(value):
     return value
 
 
-def _per_sample(value, labels):
+def per_sample_margin(value, labels):
     """``value[labels]`` as float32 for a per-class vector; a scalar stays a Python float."""
     if isinstance(value, np.ndarray):
         return ops.take(ops.convert_to_tensor(value.astype(np.float32)), labels)
@@ -71,12 +71,12 @@ def class_angular_margin_target(cos_y, labels, m1=1.0, m2=0.0, m3=0.0):
     """
     m2_vector = isinstance(m2, np.ndarray)
     if m1 == 1.0 and not m2_vector and m2 == 0.0:
-        return cos_y - _per_sample(m3, labels)
+        return cos_y - per_sample_margin(m3, labels)
     if m1 == 1.0 and m2_vector and not np.any(m2):
-        return cos_y - _per_sample(m3, labels)
+        return cos_y - per_sample_margin(m3, labels)
     theta = safe_arccos(cos_y)
-    m3_i = _per_sample(m3, labels)
-    target = ops.cos(m1 * theta + _per_sample(m2, labels)) - m3_i
+    m3_i = per_sample_margin(m3, labels)
+    target = ops.cos(m1 * theta + per_sample_margin(m2, labels)) - m3_i
     m2_all = np.broadcast_to(np.asarray(m2, np.float64), (1,) if not m2_vector else m2.shape)
     theta_t = (math.pi - m2_all) / m1
     has_fallback = theta_t < math.pi

@@ -1,10 +1,9 @@
 """CosFace (LMCL) / AM-Softmax: an additive cosine margin."""
 
 import keras
-from keras import ops
 
 from keras_margins.heads.base import MarginHead
-from keras_margins.heads.class_margins import check_margin, margin_config
+from keras_margins.heads.class_margins import check_margin, margin_config, per_sample_margin
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -52,9 +51,7 @@ class CosFace(MarginHead):
         self.margin = check_margin("margin", margin, num_classes, low=0.0, high=2.0, high_open=True)
 
     def target_logit(self, cos_y, norm=None, labels=None, training=None):
-        if isinstance(self.margin, float):
-            return cos_y - self.margin
-        return cos_y - ops.take(ops.convert_to_tensor(self.margin.astype("float32")), labels)
+        return cos_y - per_sample_margin(self.margin, labels)  # a float, or the class's margin
 
     def get_config(self):
         config = super().get_config()
